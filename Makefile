@@ -48,6 +48,9 @@ BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
         bench-service deps lint clean
 all: $(BUILD)/clearbox
 
+# Keep intermediate objects (the test harness) between runs.
+.SECONDARY:
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@

@@ -210,7 +210,7 @@ TEST(log_long_values_cut_and_long_lines_replaced)
     capture(path, sizeof path, LOG_FORMAT_JSON);
     struct log_field f[41];
     f[0] = (struct log_field){.type = LOG_F_SKIP};
-    char keys[40][8];
+    char keys[40][16];
     for (int i = 0; i < 40; i++) {
         snprintf(keys[i], sizeof keys[i], "k%d", i);
         f[i + 1] = LOG_STRN(keys[i], v, LOG_VALUE_MAX);
