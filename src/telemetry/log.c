@@ -33,6 +33,8 @@ __thread struct telemetry_span_ref telemetry__current;
 
 struct log_logger {
     char name[64];
+    char name_json[200];  /* ,"logger":"<name>" rendered once */
+    size_t name_json_len;
     char *json;         /* bound fields as ,"k":v... (each with a leading comma) */
     size_t json_len;
     char *console;      /* bound fields as " k=v..." */
@@ -46,11 +48,25 @@ static _Atomic int g_fd = 2;
 static _Atomic bool g_color;
 static _Atomic uint64_t g_write_errors;
 static char g_service[128] = "clearbox";
-static size_t g_service_len = 8;
+static char g_service_json[300] = ",\"service\":\"clearbox\"";
+static size_t g_service_json_len = 21;
 
 static pthread_mutex_t g_names_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct log_logger *g_named;
-static struct log_logger g_root = {.name = "clearbox"};
+static struct log_logger g_root = {.name = "clearbox",
+                                   .name_json = ",\"logger\":\"clearbox\"",
+                                   .name_json_len = 20};
+
+static void set_name(struct log_logger *lg, const char *name)
+{
+    snprintf(lg->name, sizeof lg->name, "%s", name);
+    struct buf b;
+    buf_init(&b, lg->name_json, sizeof lg->name_json, 0);
+    buf_puts(&b, ",\"logger\":\"");
+    json_escape(&b, lg->name, strlen(lg->name));
+    buf_putc(&b, '"');
+    lg->name_json_len = b.len;
+}
 
 /* ------------------------------------------------------------------ config */
 
@@ -99,7 +115,12 @@ void log_set_service(const char *service)
 {
     /* Called at start-up only (see log.h), so no lock against readers. */
     snprintf(g_service, sizeof g_service, "%s", service);
-    g_service_len = strlen(g_service);
+    struct buf b;
+    buf_init(&b, g_service_json, sizeof g_service_json, 0);
+    buf_puts(&b, ",\"service\":\"");
+    json_escape(&b, g_service, strlen(g_service));
+    buf_putc(&b, '"');
+    g_service_json_len = b.len;
 }
 
 int log_setup(const char *format, const char *level, char *err, size_t errlen)
@@ -349,7 +370,7 @@ log_logger_t *log_get(const char *name)
     if (!lg) {
         lg = calloc(1, sizeof *lg);
         if (lg) {
-            snprintf(lg->name, sizeof lg->name, "%s", name);
+            set_name(lg, name);
             lg->next = g_named;
             g_named = lg;
         }
@@ -385,7 +406,7 @@ log_logger_t *log_bind(const log_logger_t *parent, const struct log_field *field
                 LOG_LINE_INLINE / 2);
         return NULL;
     }
-    memcpy(lg->name, parent->name, sizeof lg->name);
+    set_name(lg, parent->name);
     lg->json_len = js.len;
     lg->console_len = con.len;
     lg->json = js.len ? buf_steal(&js) : NULL;
@@ -500,10 +521,8 @@ static void emit_json(const log_logger_t *lg, enum log_level l, const char *even
     w.has_items = 1;
     w.after_key = true;
     json_str(&w, event ? event : "");
-    json_key(&w, "service");
-    json_strn(&w, g_service, g_service_len);
-    json_key(&w, "logger");
-    json_str(&w, lg->name);
+    buf_append(&b, g_service_json, g_service_json_len);
+    buf_append(&b, lg->name_json, lg->name_json_len);
     const struct telemetry_span_ref *sp = &telemetry__current;
     if (sp->set) {
         char tid[33], sid[17];

@@ -61,29 +61,13 @@ int buf_reserve(struct buf *b, size_t n)
     return 0;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+int buf__append_slow(struct buf *b, const void *p, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        int rc = buf_reserve(b, n);
-        if (rc < 0)
-            return rc;
-    }
+    int rc = buf_reserve(b, n);
+    if (rc < 0)
+        return rc;
     memcpy(b->data + b->len, p, n);
     b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-int buf_puts(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
-
-int buf_putc(struct buf *b, char c)
-{
-    if (b->len + 2 > b->cap) {
-        int rc = buf_reserve(b, 1);
-        if (rc < 0)
-            return rc;
-    }
-    b->data[b->len++] = c;
     b->data[b->len] = '\0';
     return 0;
 }

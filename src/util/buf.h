@@ -41,9 +41,32 @@ static inline bool buf_ok(const struct buf *b) { return !b->overflow && !b->oom;
 
 /* Make room for n more bytes; 0, -E2BIG or -ENOMEM. */
 int buf_reserve(struct buf *b, size_t n);
-int buf_append(struct buf *b, const void *p, size_t n);
-int buf_puts(struct buf *b, const char *s);
-int buf_putc(struct buf *b, char c);
+int buf__append_slow(struct buf *b, const void *p, size_t n);
+/* Append n bytes / a C string / one char. Inline fast path: the common case
+ * (room in the buffer) is a bounds check and a copy. */
+static inline int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (__builtin_expect(b->len + n + 1 <= b->cap, 1)) {
+        __builtin_memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return buf__append_slow(b, p, n);
+}
+static inline int buf_puts(struct buf *b, const char *s)
+{
+    return buf_append(b, s, __builtin_strlen(s));
+}
+static inline int buf_putc(struct buf *b, char c)
+{
+    if (__builtin_expect(b->len + 2 <= b->cap, 1)) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return buf__append_slow(b, &c, 1);
+}
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Take the content as a malloc'd string (copied if it lived on caller storage);
  * the buf is left empty. NULL on allocation failure. */

@@ -126,10 +126,25 @@ size_t json_utf8_cut(const char *s, size_t n, size_t max)
     return i;
 }
 
-/* Which ASCII bytes need work: control chars, '"', '\\', DEL. */
-static inline int needs_escape(unsigned char c)
+/* Which bytes need work: control chars, '"', '\\', DEL and everything
+ * non-ASCII (checked as UTF-8). */
+static const unsigned char escape_table[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f ... 0xff] = 1,
+};
+static inline int needs_escape(unsigned char c) { return escape_table[c]; }
+
+/* Eight bytes at a time (the SWAR tests of "Bit Twiddling Hacks"): does the
+ * word hold any byte that needs_escape? Plain text, the common case, is then
+ * one load and a few ALU operations per eight bytes. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static inline int word_needs_escape(uint64_t x)
 {
-    return c < 0x20 || c == '"' || c == '\\' || c >= 0x7F;
+    uint64_t lt20 = (x - ONES * 0x20) & ~x & HIGHS;
+    uint64_t q = x ^ (ONES * '"'), bs = x ^ (ONES * '\\');
+    uint64_t eq = ((q - ONES) & ~q & HIGHS) | ((bs - ONES) & ~bs & HIGHS);
+    uint64_t hi = ((x + ONES) | x) & HIGHS; /* >= 0x7F */
+    return (lt20 | eq | hi) != 0;
 }
 
 int json_escape(struct buf *b, const char *str, size_t n)
@@ -138,6 +153,13 @@ int json_escape(struct buf *b, const char *str, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t run = i;
+        while (run + 8 <= n) {
+            uint64_t x;
+            memcpy(&x, s + run, 8);
+            if (word_needs_escape(x))
+                break;
+            run += 8;
+        }
         while (run < n && !needs_escape(s[run]))
             run++;
         if (run > i) {
@@ -234,13 +256,59 @@ void json_uint(struct json *w, uint64_t u)
     buf_append(w->b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
+static size_t fmt_u64(uint64_t u, char *out)
+{
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(out, p, n);
+    return n;
+}
+
 size_t json_fmt_double(double v, char out[32])
 {
+    static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
     if (!isfinite(v))
         return 0;
-    if (v == (double)(int64_t)v && fabs(v) < 1e15) {
-        int n = snprintf(out, 32, "%lld", (long long)v);
-        return (size_t)n;
+    /* Fast path, exact: if v * 10^k is an integer s below 2^53 for a small k,
+     * then s / 10^k (one correctly rounded division of exact operands) is v,
+     * and so is strtod of the decimal "s with k decimals": print that. */
+    double a = fabs(v);
+    if (a < 9e15) {
+        for (int k = 0; k < 10; k++) {
+            double s = a * p10[k];
+            if (s >= 9007199254740992.0)
+                break;
+            if (s == (double)(uint64_t)s && s / p10[k] == a) {
+                char digits[24];
+                size_t nd = fmt_u64((uint64_t)s, digits), n = 0;
+                if (v < 0)
+                    out[n++] = '-';
+                if (k == 0) {
+                    memcpy(out + n, digits, nd);
+                    n += nd;
+                } else if (nd > (size_t)k) {
+                    memcpy(out + n, digits, nd - (size_t)k);
+                    n += nd - (size_t)k;
+                    out[n++] = '.';
+                    memcpy(out + n, digits + nd - k, (size_t)k);
+                    n += (size_t)k;
+                } else {
+                    out[n++] = '0';
+                    out[n++] = '.';
+                    for (size_t z = nd; z < (size_t)k; z++)
+                        out[n++] = '0';
+                    memcpy(out + n, digits, nd);
+                    n += nd;
+                }
+                out[n] = '\0';
+                return n;
+            }
+        }
     }
     int n = snprintf(out, 32, "%.15g", v);
     if (strtod(out, NULL) != v)

@@ -188,3 +188,33 @@ TEST(json_double_round_trips)
         ASSERT(strtod(out, NULL) == v[i]);
     }
 }
+
+TEST(json_double_exact_text_and_random_round_trip)
+{
+    static const struct {
+        double v;
+        const char *s;
+    } t[] = {{2.5, "2.5"},      {0.05, "0.05"},      {-1.25, "-1.25"}, {100, "100"},
+             {1e-7, "0.0000001"}, {123.456, "123.456"}, {0.1, "0.1"},   {-0.0, "0"},
+             {1e300, "1e+300"}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char out[32];
+        json_fmt_double(t[i].v, out);
+        ASSERT_STREQ(out, t[i].s);
+    }
+    for (int i = 0; i < 200000; i++) {
+        uint64_t bits = rand_u64();
+        double v;
+        if (i % 2) {
+            memcpy(&v, &bits, sizeof v);
+        } else { /* short decimals, where the fast path runs */
+            v = (double)(int64_t)(bits % 2000000000) / (double)(1ULL << (bits >> 60));
+            v = (double)(int64_t)(v * 1000) / 1000.0;
+        }
+        char out[32];
+        size_t n = json_fmt_double(v, out);
+        if (!n)
+            continue; /* not finite */
+        ASSERT_MSG(strtod(out, NULL) == v, "%.17g printed as %s", v, out);
+    }
+}
