@@ -1,0 +1,835 @@
+/* test_seccomp.c - the "default" syscall policy under a real kernel: each
+ * test forks a child that enters a fresh network namespace of its own (so
+ * nothing could leave even if the policy were wrong), installs the filter as
+ * its last setup step and exercises calls; the parent supervises with
+ * netwatch and collects the events. Benign programs (/usr/bin/python3,
+ * /bin/sh) run under the filter to show the allowlist is complete enough. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timex.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sandbox/netwatch.h"
+#include "sandbox/seccomp.h"
+#include "test.h"
+#include "util/timeutil.h"
+
+/* ---- fixture: a child in its own netns under the filter ------------------ */
+
+#define FX_MAXEV 2048
+static pthread_mutex_t fx_mu = PTHREAD_MUTEX_INITIALIZER;
+static size_t fx_nev;
+static struct netwatch_event fx_ev[FX_MAXEV];
+
+static void fx_on_event(const struct netwatch_event *ev, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&fx_mu);
+    if (fx_nev < FX_MAXEV)
+        fx_ev[fx_nev++] = *ev;
+    pthread_mutex_unlock(&fx_mu);
+}
+
+typedef int (*fx_body)(int out, int go, void *arg);
+
+struct fx_opts {
+    unsigned max_events;   /* 0: netwatch default */
+    bool stub_resolv;      /* bind-mount a resolv.conf naming 127.0.0.1 */
+    bool no_ipv6;          /* disable IPv6 in the child's namespace first */
+};
+
+struct fx {
+    pid_t pid;
+    int out_r, go_w;
+    netwatch_t *nw;
+    char out[65536];
+    size_t outlen;
+    int status;
+    int cloexec;           /* the child saw FD_CLOEXEC on its listener */
+    int dns_mask;
+    pid_t sup;             /* supervisor process (mode 2) */
+    struct netwatch_stats st;
+};
+
+struct fx_ctl {
+    int listener;          /* fd number in the child, or -errno */
+    int mask;              /* which DNS fds came, bit per NETWATCH_DNS_* */
+    int cloexec;
+};
+
+static void say(int out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(int out, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof line - 1)
+        n = (int)sizeof line - 1;
+    if (write(out, line, (size_t)n) < 0) {
+    }
+}
+
+static int lo_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    int e = errno;
+    close(s);
+    return rc < 0 ? -e : 0;
+}
+
+static int fx_stub_resolv(void)
+{
+    char path[] = "/tmp/clearbox-resolv.XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -errno;
+    const char *txt = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n";
+    if (write(fd, txt, strlen(txt)) < 0) {
+    }
+    close(fd);
+    int rc = 0;
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount(path, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0)
+        rc = -errno;
+    unlink(path); /* the bind mount keeps the inode */
+    return rc;
+}
+
+static void fx_child(int sock, int ctlw, int out, int go, const struct fx_opts *o,
+                     const struct seccomp_prog *prog, fx_body body, void *arg)
+{
+    struct fx_ctl ctl = {.listener = 0};
+    int dns[NETWATCH_DNS_NFDS];
+    int rc = 0;
+    if (unshare(CLONE_NEWNET) < 0)
+        rc = -errno;
+    if (rc == 0 && o->no_ipv6) {
+        int fd = open("/proc/sys/net/ipv6/conf/all/disable_ipv6", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "1", 1) != 1)
+            rc = -EIO;
+        if (fd >= 0)
+            close(fd);
+        fd = open("/proc/sys/net/ipv6/conf/lo/disable_ipv6", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (write(fd, "1", 1) != 1)
+                rc = -EIO;
+            close(fd);
+        }
+    }
+    if (rc == 0)
+        rc = lo_up();
+    if (rc == 0 && o->stub_resolv)
+        rc = fx_stub_resolv();
+    if (rc == 0)
+        rc = netwatch_dns_open(dns);
+    if (rc == 0) {
+        int send[NETWATCH_DNS_NFDS];
+        size_t n = 0;
+        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+            if (dns[i] >= 0) {
+                send[n++] = dns[i];
+                ctl.mask |= 1 << i;
+            }
+        rc = seccomp_fds_send(sock, send, n);
+        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+            if (dns[i] >= 0)
+                close(dns[i]);
+    }
+    close(sock);
+    if (rc == 0)
+        rc = seccomp_nnp_set();
+    int lfd = -1;
+    if (rc == 0) {
+        lfd = seccomp_prog_load(prog); /* last step: only read/write/close follow */
+        rc = lfd < 0 ? lfd : 0;
+    }
+    ctl.listener = rc < 0 ? rc : lfd;
+    if (lfd >= 0)
+        ctl.cloexec = (fcntl(lfd, F_GETFD) & FD_CLOEXEC) != 0;
+    if (write(ctlw, &ctl, sizeof ctl) != sizeof ctl || rc < 0)
+        _exit(100);
+    close(ctlw);
+    char b;
+    if (read(go, &b, 1) != 1) /* the parent holds a copy of the listener now */
+        _exit(101);
+    close(lfd);
+    _exit(body(out, go, arg));
+}
+
+/* supervise: 1 = netwatch thread here, 2 = netwatch in a separate process
+ * (f->sup), 0 = no supervisor at all (the listener is closed before the child
+ * goes on). */
+static int fx_start(struct fx *f, const struct fx_opts *o, int supervise, fx_body body,
+                    void *arg, char *err, size_t errlen)
+{
+    memset(f, 0, sizeof *f);
+    fx_nev = 0;
+    struct seccomp_prog prog;
+    int rc = seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &prog, err, errlen);
+    if (rc < 0)
+        return rc;
+    int sv[2], ctl[2], out[2], go[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ctl, O_CLOEXEC) < 0 ||
+        pipe2(out, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)
+        return -errno;
+    f->pid = fork();
+    if (f->pid < 0)
+        return -errno;
+    if (f->pid == 0) {
+        close(sv[0]);
+        close(ctl[0]);
+        close(out[0]);
+        close(go[1]);
+        /* the body's output must survive exec: keep it open across it */
+        fcntl(out[1], F_SETFD, 0);
+        fx_child(sv[1], ctl[1], out[1], go[0], o, &prog, body, arg);
+    }
+    seccomp_prog_free(&prog);
+    close(sv[1]);
+    close(ctl[1]);
+    close(out[1]);
+    close(go[0]);
+    f->out_r = out[0];
+    f->go_w = go[1];
+
+    int fds[SECCOMP_FDS_MAX];
+    int n = seccomp_fds_recv(sv[0], fds, SECCOMP_FDS_MAX, err, errlen);
+    close(sv[0]);
+    struct fx_ctl c;
+    ssize_t r = read(ctl[0], &c, sizeof c);
+    close(ctl[0]);
+    if (n < 0 || r != sizeof c || c.listener < 0) {
+        snprintf(err, errlen, "child setup failed: recv=%d ctl=%zd listener=%d", n, r,
+                 r == sizeof c ? c.listener : 0);
+        return -EIO;
+    }
+    f->cloexec = c.cloexec;
+    f->dns_mask = c.mask;
+    struct netwatch_config cfg;
+    netwatch_config_init(&cfg);
+    for (int i = 0, k = 0; i < NETWATCH_DNS_NFDS; i++)
+        if (c.mask & (1 << i))
+            cfg.dns_fds[i] = fds[k++];
+    cfg.listener_fd = seccomp_listener_fetch(f->pid, c.listener, err, errlen);
+    if (cfg.listener_fd < 0)
+        return cfg.listener_fd;
+    cfg.on_event = fx_on_event;
+    if (o->max_events)
+        cfg.max_events_per_reason = o->max_events;
+    if (supervise == 2) {
+        /* a supervisor process of its own, which the test may kill */
+        f->sup = fork();
+        if (f->sup < 0)
+            return -errno;
+        if (f->sup == 0) {
+            close(f->out_r);
+            close(f->go_w);
+            netwatch_t *nw;
+            if (netwatch_start(&cfg, &nw, NULL, 0) < 0)
+                _exit(1);
+            for (;;)
+                pause();
+        }
+        close(cfg.listener_fd);
+        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+            if (cfg.dns_fds[i] >= 0)
+                close(cfg.dns_fds[i]);
+    } else if (supervise) {
+        rc = netwatch_start(&cfg, &f->nw, err, errlen);
+        if (rc < 0)
+            return rc;
+    } else {
+        close(cfg.listener_fd);
+        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+            if (cfg.dns_fds[i] >= 0)
+                close(cfg.dns_fds[i]);
+    }
+    if (write(f->go_w, "g", 1) != 1)
+        return -EIO;
+    return 0;
+}
+
+/* Read the child's output until EOF (or timeout_ms), reap it, stop netwatch. */
+static void fx_finish(struct fx *f, int timeout_ms)
+{
+    uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+    for (;;) {
+        uint64_t now = time_mono_ns();
+        if (now >= end)
+            break;
+        struct pollfd p = {.fd = f->out_r, .events = POLLIN};
+        if (poll(&p, 1, (int)((end - now) / 1000000) + 1) <= 0)
+            break;
+        if (f->outlen >= sizeof f->out - 1)
+            break;
+        ssize_t r = read(f->out_r, f->out + f->outlen, sizeof f->out - 1 - f->outlen);
+        if (r <= 0)
+            break;
+        f->outlen += (size_t)r;
+    }
+    f->out[f->outlen] = '\0';
+    kill(f->pid, SIGKILL); /* no-op when it is already done */
+    waitpid(f->pid, &f->status, 0);
+    close(f->out_r);
+    close(f->go_w);
+    netwatch_stop(f->nw, &f->st);
+    f->nw = NULL;
+    if (f->sup > 0) {
+        kill(f->sup, SIGKILL);
+        waitpid(f->sup, NULL, 0);
+    }
+}
+
+static size_t fx_count(const char *reason, const char *sys, const char *addr)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&fx_mu);
+    for (size_t i = 0; i < fx_nev; i++) {
+        const struct netwatch_event *e = &fx_ev[i];
+        if (reason && strcmp(e->reason_name, reason) != 0)
+            continue;
+        if (sys && strcmp(e->syscall, sys) != 0)
+            continue;
+        if (addr && strcmp(e->address, addr) != 0)
+            continue;
+        n++;
+    }
+    pthread_mutex_unlock(&fx_mu);
+    return n;
+}
+
+static const struct netwatch_event *fx_find(const char *sys, const char *addr)
+{
+    const struct netwatch_event *hit = NULL;
+    pthread_mutex_lock(&fx_mu);
+    for (size_t i = 0; i < fx_nev && !hit; i++)
+        if ((!sys || strcmp(fx_ev[i].syscall, sys) == 0) &&
+            (!addr || strcmp(fx_ev[i].address, addr) == 0))
+            hit = &fx_ev[i];
+    pthread_mutex_unlock(&fx_mu);
+    return hit;
+}
+
+static void fx_dump(void)
+{
+    for (size_t i = 0; i < fx_nev; i++)
+        fprintf(stderr, "    event %s %s fam=%s proto=%s addr=%s port=%d host=%s\n",
+                fx_ev[i].reason_name, fx_ev[i].syscall, fx_ev[i].family, fx_ev[i].protocol,
+                fx_ev[i].address, fx_ev[i].port, fx_ev[i].attempted_host);
+}
+
+#define FX_RUN(f, opts, sup, body, arg)                                         \
+    do {                                                                        \
+        char fx__err[256] = "";                                                 \
+        int fx__rc = fx_start((f), (opts), (sup), (body), (arg), fx__err,       \
+                              sizeof fx__err);                                  \
+        ASSERT_MSG(fx__rc == 0, "fx_start: %d %s", fx__rc, fx__err);            \
+        fx_finish((f), 30000);                                                  \
+    } while (0)
+
+static struct sockaddr_in sin4(const char *ip, int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    return a;
+}
+
+/* ---- the policy as data ------------------------------------------------------ */
+
+TEST(policy_description_is_sorted_hashed_and_stable)
+{
+    static char text[65536], again[65536];
+    char sha[SECCOMP_SHA256_HEX], sha2[SECCOMP_SHA256_HEX], err[256];
+    int n = seccomp_policy_describe("default", text, sizeof text, sha, err, sizeof err);
+    ASSERT_MSG(n > 0, "%s", err);
+    ASSERT((size_t)n < sizeof text);
+    ASSERT_EQ(strlen(sha), 64);
+    ASSERT_EQ(seccomp_policy_describe("default", again, sizeof again, sha2, err, sizeof err), n);
+    ASSERT_STREQ(sha, sha2);
+    ASSERT_STREQ(text, again);
+    /* the promised rules are in it */
+    ASSERT_CONTAINS(text, "default errno ENOSYS\n");
+    ASSERT_CONTAINS(text, "errno ENOSYS clone3\n");
+    ASSERT_CONTAINS(text, "notify ptrace deny\n");
+    ASSERT_CONTAINS(text, "notify mount deny\n");
+    ASSERT_CONTAINS(text, "notify io_uring_setup deny\n");
+    ASSERT_CONTAINS(text, "notify connect decode\n");
+    ASSERT_CONTAINS(text, "allow clone if (arg0 & 0x7e020000) == 0\n");
+    ASSERT_CONTAINS(text, "allow read\n");
+    /* sorted, one rule per line, no duplicates */
+    char *prev = NULL, *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (prev)
+            ASSERT_MSG(strcmp(prev, line) < 0, "not sorted/unique: \"%s\" then \"%s\"", prev,
+                       line);
+        prev = line;
+    }
+    /* the hash is the SHA-256 of exactly these bytes: a truncated copy still
+     * reports the full length */
+    char small[16];
+    ASSERT_EQ(seccomp_policy_describe("default", small, sizeof small, NULL, NULL, 0), n);
+    ASSERT_EQ(strlen(small), sizeof small - 1);
+    ASSERT_EQ(seccomp_policy_describe("nope", NULL, 0, sha, err, sizeof err), -ENOENT);
+    ASSERT_CONTAINS(err, "unknown seccomp policy");
+}
+
+TEST(policy_build_gives_bpf_with_the_description_hash)
+{
+    struct seccomp_prog p;
+    char err[256], sha[SECCOMP_SHA256_HEX];
+    ASSERT_EQ(seccomp_policy_build("default", &p, err, sizeof err), 0);
+    ASSERT(p.insns != NULL);
+    ASSERT(p.len > 100 && p.len < 4096);
+    ASSERT_STREQ(p.name, "default");
+    ASSERT(seccomp_policy_describe("default", NULL, 0, sha, NULL, 0) > 0);
+    ASSERT_STREQ(p.sha256, sha);
+    seccomp_prog_free(&p);
+    ASSERT(p.insns == NULL);
+    ASSERT_EQ(seccomp_policy_build("bogus", &p, err, sizeof err), -ENOENT);
+    ASSERT(p.insns == NULL);
+}
+
+TEST(fds_cross_a_socketpair)
+{
+    int sv[2], pa[2], pb[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(pipe(pa), 0);
+    ASSERT_EQ(pipe(pb), 0);
+    int send[2] = {pa[1], pb[1]};
+    ASSERT_EQ(seccomp_fds_send(sv[0], send, 2), 0);
+    int got[4];
+    char err[256];
+    ASSERT_EQ(seccomp_fds_recv(sv[1], got, 4, err, sizeof err), 2);
+    ASSERT(fcntl(got[0], F_GETFD) & FD_CLOEXEC);
+    ASSERT_EQ(write(got[0], "a", 1), 1);
+    ASSERT_EQ(write(got[1], "b", 1), 1);
+    char c;
+    ASSERT_EQ(read(pa[0], &c, 1), 1);
+    ASSERT_EQ(c, 'a');
+    ASSERT_EQ(read(pb[0], &c, 1), 1);
+    ASSERT_EQ(c, 'b');
+    /* more fds than the receiver has room for: all closed, -EMSGSIZE */
+    ASSERT_EQ(seccomp_fds_send(sv[0], send, 2), 0);
+    ASSERT_EQ(seccomp_fds_recv(sv[1], got, 1, err, sizeof err), -EMSGSIZE);
+    ASSERT_EQ(seccomp_fds_send(sv[0], send, SECCOMP_FDS_MAX + 1), -EINVAL);
+    /* the peer closing without sending */
+    close(sv[0]);
+    ASSERT_EQ(seccomp_fds_recv(sv[1], got, 4, err, sizeof err), -EPIPE);
+}
+
+/* ---- blocked syscalls ------------------------------------------------------------ */
+
+static void try_call(int out, const char *name, long rc)
+{
+    say(out, "%s=%ld/%d\n", name, rc, rc < 0 ? errno : 0);
+}
+
+static int body_blocked(int out, int go, void *arg)
+{
+    (void)go;
+    (void)arg;
+    errno = 0;
+    try_call(out, "ptrace", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+    try_call(out, "mount", mount("none", "/mnt", "tmpfs", 0, NULL));
+    try_call(out, "umount2", umount2("/", MNT_DETACH));
+    try_call(out, "unshare", unshare(CLONE_NEWUSER));
+    try_call(out, "setns", setns(0, 0));
+    try_call(out, "bpf", syscall(SYS_bpf, 0, NULL, 0));
+    try_call(out, "keyctl", syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, -1, 0));
+    try_call(out, "add_key", syscall(SYS_add_key, "user", "k", "v", 1, -1));
+    try_call(out, "io_uring_setup", syscall(SYS_io_uring_setup, 8, NULL));
+    struct timespec ts = {.tv_sec = 1};
+    try_call(out, "clock_settime", clock_settime(CLOCK_REALTIME, &ts));
+    try_call(out, "perf_event_open", syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0));
+    try_call(out, "userfaultfd", syscall(SYS_userfaultfd, 0));
+    try_call(out, "open_tree_attr", syscall(467, -1, "/", 0, NULL, 0));
+    char b[8];
+    struct iovec l = {b, sizeof b}, r = {b, sizeof b};
+    try_call(out, "process_vm_readv", syscall(SYS_process_vm_readv, getppid(), &l, 1, &r, 1, 0));
+    try_call(out, "kexec_load", syscall(SYS_kexec_load, 0, 0, NULL, 0));
+    try_call(out, "init_module", syscall(SYS_init_module, NULL, 0, ""));
+    try_call(out, "personality_odd", personality(ADDR_NO_RANDOMIZE));
+    try_call(out, "settimeofday", syscall(SYS_settimeofday, NULL, NULL));
+    /* the harmless forms pass without a report */
+    try_call(out, "personality_query", personality(0xffffffff));
+    struct timex tx = {.modes = 0};
+    long a = adjtimex(&tx);
+    say(out, "adjtimex_read=%s\n", a >= 0 ? "ok" : "fail");
+    tx.modes = ADJ_OFFSET;
+    try_call(out, "adjtimex_set", adjtimex(&tx));
+    return 0;
+}
+
+TEST(dangerous_syscalls_fail_eperm_and_are_reported)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 1, body_blocked, NULL);
+    static const char *const names[] = {
+        "ptrace", "mount", "umount2", "unshare", "setns", "bpf", "keyctl", "add_key",
+        "io_uring_setup", "clock_settime", "perf_event_open", "userfaultfd", "open_tree_attr",
+        "process_vm_readv", "kexec_load", "init_module", "settimeofday"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s=-1/1\n", names[i]); /* EPERM */
+        ASSERT_CONTAINS(f.out, want);
+        ASSERT_MSG(fx_count("blocked_syscall", names[i], NULL) == 1, "no event for %s",
+                   names[i]);
+    }
+    ASSERT_CONTAINS(f.out, "personality_odd=-1/1\n");
+    ASSERT_EQ(fx_count("blocked_syscall", "personality", NULL), 1);
+    ASSERT_CONTAINS(f.out, "adjtimex_read=ok\n");
+    ASSERT_CONTAINS(f.out, "adjtimex_set=-1/1\n");
+    /* the set only (glibc 2.36 implements adjtimex with clock_adjtime) */
+    ASSERT_EQ(fx_count("blocked_syscall", "adjtimex", NULL) +
+                  fx_count("blocked_syscall", "clock_adjtime", NULL),
+              1);
+    ASSERT(strstr(f.out, "personality_query=-1") == NULL);
+    for (size_t i = 0; i < fx_nev; i++) {
+        ASSERT_STREQ(fx_ev[i].arch, "x86_64");
+        ASSERT(fx_ev[i].blocked);
+        ASSERT_EQ(fx_ev[i].port, -1);
+    }
+    ASSERT_EQ(fx_nev, sizeof names / sizeof names[0] + 2);
+    ASSERT_EQ(fx_count("network_attempt", NULL, NULL), 0);
+}
+
+static void *thread_fn(void *p)
+{
+    *(int *)p = 42;
+    return NULL;
+}
+
+static int body_clone(int out, int go, void *arg)
+{
+    (void)go;
+    (void)arg;
+    char args[88];
+    memset(args, 0, sizeof args);
+    try_call(out, "clone3", syscall(SYS_clone3, args, sizeof args));
+    try_call(out, "clone_newuser", syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0));
+    try_call(out, "clone_newnet", syscall(SYS_clone, CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0));
+    pid_t p = fork();
+    if (p == 0)
+        _exit(7);
+    int st = 0;
+    waitpid(p, &st, 0);
+    say(out, "fork_exit=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    int v = 0;
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, thread_fn, &v);
+    if (rc == 0)
+        pthread_join(t, NULL);
+    say(out, "thread=%d/%d\n", rc, v);
+    return 0;
+}
+
+TEST(clone3_enosys_namespace_clone_denied_threads_and_fork_work)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 1, body_clone, NULL);
+    ASSERT_CONTAINS(f.out, "clone3=-1/38\n"); /* ENOSYS, so libc falls back */
+    ASSERT_CONTAINS(f.out, "clone_newuser=-1/1\n");
+    ASSERT_CONTAINS(f.out, "clone_newnet=-1/1\n");
+    ASSERT_CONTAINS(f.out, "fork_exit=7\n");
+    ASSERT_CONTAINS(f.out, "thread=0/42\n");
+    ASSERT_EQ(fx_count("blocked_syscall", "clone", NULL), 2);
+    ASSERT_EQ(fx_count("blocked_syscall", "clone3", NULL), 0);
+    ASSERT_EQ(fx_nev, 2);
+}
+
+static int body_unknown(int out, int go, void *arg)
+{
+    (void)go;
+    (void)arg;
+    try_call(out, "statmount", syscall(457, NULL, NULL, 0, 0));
+    try_call(out, "nr1000", syscall(1000));
+    try_call(out, "mbind", syscall(SYS_mbind, 0, 0, 0, NULL, 0, 0));
+    /* mseal is newer than libseccomp 2.5.4 and allowed by number: the kernel
+     * answers for itself (EINVAL for a misaligned address), not ENOSYS */
+    try_call(out, "mseal", syscall(462, 1, 1, 0));
+    return 0;
+}
+
+TEST(unknown_syscalls_get_enosys_silently)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 1, body_unknown, NULL);
+    ASSERT_CONTAINS(f.out, "statmount=-1/38\n");
+    ASSERT_CONTAINS(f.out, "nr1000=-1/38\n");
+    ASSERT_CONTAINS(f.out, "mbind=-1/38\n");
+    ASSERT_CONTAINS(f.out, "mseal=-1/22\n");
+    ASSERT_EQ(fx_nev, 0);
+}
+
+static int body_foreign(int out, int go, void *arg)
+{
+    (void)go;
+    (void)arg;
+    /* x32 ABI: the x86_64 number with bit 30 set */
+    try_call(out, "x32_getpid", syscall(0x40000000 | 39));
+#if defined(__x86_64__)
+    long r;
+    /* i386 ABI through int 0x80: getpid is 20 there */
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+    say(out, "i386_getpid=%ld\n", r);
+#endif
+    return 0;
+}
+
+TEST(foreign_abi_calls_are_denied_and_reported)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 1, body_foreign, NULL);
+    ASSERT_CONTAINS(f.out, "x32_getpid=-1/1\n");
+    const struct netwatch_event *e = fx_find("getpid", NULL);
+    ASSERT_MSG(e != NULL, "no event; out: %s", f.out);
+    ASSERT_STREQ(e->reason_name, "blocked_syscall");
+    ASSERT_STREQ(e->arch, "x32");
+    ASSERT_CONTAINS(f.out, "i386_getpid=-1\n"); /* -EPERM in eax */
+    size_t x86 = 0;
+    for (size_t i = 0; i < fx_nev; i++)
+        if (strcmp(fx_ev[i].arch, "x86") == 0 && strcmp(fx_ev[i].syscall, "getpid") == 0)
+            x86++;
+    ASSERT_EQ(x86, 1);
+}
+
+/* ---- without a supervisor every notified call fails ---------------------------------- */
+
+static int body_nosup(int out, int go, void *arg)
+{
+    (void)go;
+    (void)arg;
+    try_call(out, "socket", socket(AF_INET, SOCK_STREAM, 0));
+    int u = socket(AF_UNIX, SOCK_STREAM, 0);
+    say(out, "unix=%d\n", u >= 0 ? 0 : errno);
+    try_call(out, "ptrace", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+    try_call(out, "mount", mount("none", "/mnt", "tmpfs", 0, NULL));
+    try_call(out, "getpid_ok", getpid() > 0 ? 0 : -1);
+    return 0;
+}
+
+TEST(no_supervisor_means_calls_fail_enosys)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 0, body_nosup, NULL);
+    ASSERT_CONTAINS(f.out, "socket=-1/38\n");
+    ASSERT_CONTAINS(f.out, "unix=38\n");
+    ASSERT_CONTAINS(f.out, "ptrace=-1/38\n");
+    ASSERT_CONTAINS(f.out, "mount=-1/38\n");
+    ASSERT_CONTAINS(f.out, "getpid_ok=0/0\n");
+}
+
+static int body_killsup(int out, int go, void *arg)
+{
+    (void)arg;
+    struct sockaddr_in a = sin4("93.184.216.34", 80);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    say(out, "before socket=%s\n", s >= 0 ? "ok" : "fail");
+    try_call(out, "before_ptrace", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+    say(out, "phase1\n");
+    char c;
+    if (read(go, &c, 1) != 1) /* the test kills the supervisor meanwhile */
+        return 3;
+    try_call(out, "after_socket", socket(AF_INET, SOCK_STREAM, 0));
+    try_call(out, "after_connect", connect(s, (struct sockaddr *)&a, sizeof a));
+    try_call(out, "after_ptrace", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+    try_call(out, "after_unshare", unshare(CLONE_NEWNET));
+    return 0;
+}
+
+TEST(killed_supervisor_makes_calls_fail_never_succeed)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    char err[256] = "";
+    int rc = fx_start(&f, &o, 2, body_killsup, NULL, err, sizeof err);
+    ASSERT_MSG(rc == 0, "fx_start: %d %s", rc, err);
+    /* wait for phase 1, then SIGKILL the supervisor process */
+    uint64_t end = time_mono_ns() + 10000000000ull;
+    while (!strstr(f.out, "phase1\n") && time_mono_ns() < end) {
+        struct pollfd p = {.fd = f.out_r, .events = POLLIN};
+        if (poll(&p, 1, 1000) <= 0)
+            continue;
+        ssize_t r = read(f.out_r, f.out + f.outlen, sizeof f.out - 1 - f.outlen);
+        if (r <= 0)
+            break;
+        f.outlen += (size_t)r;
+        f.out[f.outlen] = '\0';
+    }
+    ASSERT_CONTAINS(f.out, "before socket=ok\n");
+    ASSERT_CONTAINS(f.out, "before_ptrace=-1/1\n"); /* supervisor alive: EPERM */
+    ASSERT_EQ(kill(f.sup, SIGKILL), 0);
+    ASSERT_EQ(waitpid(f.sup, NULL, 0), f.sup);
+    f.sup = 0;
+    ASSERT_EQ(write(f.go_w, "g", 1), 1);
+    fx_finish(&f, 10000);
+    ASSERT_CONTAINS(f.out, "after_socket=-1/38\n");
+    ASSERT_CONTAINS(f.out, "after_connect=-1/38\n");
+    ASSERT_CONTAINS(f.out, "after_ptrace=-1/38\n");
+    ASSERT_CONTAINS(f.out, "after_unshare=-1/38\n");
+    ASSERT(WIFEXITED(f.status) && WEXITSTATUS(f.status) == 0);
+}
+
+/* A program must not become its own supervisor: a newer USER_NOTIF filter of
+ * its own would receive the calls ours denies and could let them through. */
+static int body_own_filter(int out, int go, void *arg)
+{
+    (void)go;
+    (void)arg;
+    struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog fp = {.len = 1, .filter = allow};
+    struct sock_filter notify[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF)};
+    struct sock_fprog np = {.len = 1, .filter = notify};
+    try_call(out, "own_listener",
+             syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &np));
+    /* the 32-bit flags argument with junk above: still seen */
+    try_call(out, "own_listener_hi",
+             syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                     0x100000000UL | SECCOMP_FILTER_FLAG_NEW_LISTENER, &np));
+    try_call(out, "own_filter", syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp));
+    try_call(out, "ptrace_after", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+    return 0;
+}
+
+TEST(program_cannot_install_its_own_listener)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 1, body_own_filter, NULL);
+    ASSERT_CONTAINS(f.out, "own_listener=-1/1\n");
+    ASSERT(strstr(f.out, "own_listener_hi=-1/") != NULL); /* EPERM, or EINVAL from the kernel */
+    ASSERT_CONTAINS(f.out, "own_filter=0/0\n");       /* filters that only take away: fine */
+    ASSERT_CONTAINS(f.out, "ptrace_after=-1/1\n");    /* ours still answers */
+    ASSERT(fx_count("blocked_syscall", "seccomp", NULL) >= 1);
+    ASSERT_EQ(fx_count("blocked_syscall", "ptrace", NULL), 1);
+}
+
+TEST(listener_fd_is_close_on_exec)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    FX_RUN(&f, &o, 1, body_nosup, NULL);
+    ASSERT_EQ(f.cloexec, 1);
+}
+
+/* ---- benign programs pass untouched ------------------------------------------------- */
+
+static int body_exec(int out, int go, void *arg)
+{
+    (void)go;
+    char *const *argv = arg;
+    dup2(out, 1);
+    dup2(out, 2);
+    char *envp[] = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", NULL};
+    execve(argv[0], argv, envp);
+    say(out, "execve failed: %d\n", errno);
+    return 127;
+}
+
+static const char py_workload[] =
+    "import json, subprocess, threading, socket, ssl, multiprocessing, hashlib, os, sys\n"
+    "import tempfile, asyncio, sqlite3, concurrent.futures, random, time, signal\n"
+    "assert json.loads(json.dumps({'a': [1, 2]})) == {'a': [1, 2]}\n"
+    "out = subprocess.run(['/bin/sh', '-c', 'echo hello | tr a-z A-Z'],\n"
+    "                     capture_output=True, text=True).stdout.strip()\n"
+    "assert out == 'HELLO', out\n"
+    "r = []\n"
+    "ts = [threading.Thread(target=lambda i=i: r.append(i * i)) for i in range(4)]\n"
+    "[t.start() for t in ts]; [t.join() for t in ts]\n"
+    "assert sorted(r) == [0, 1, 4, 9]\n"
+    "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()\n"
+    "port = srv.getsockname()[1]\n"
+    "def serve():\n"
+    "    c, _ = srv.accept(); c.sendall(c.recv(16).upper()); c.close()\n"
+    "th = threading.Thread(target=serve); th.start()\n"
+    "c = socket.create_connection(('127.0.0.1', port)); c.sendall(b'abc')\n"
+    "assert c.recv(16) == b'ABC'; th.join()\n"
+    "a, b = socket.socketpair(); a.send(b'x'); assert b.recv(1) == b'x'\n"
+    "ctx = ssl.create_default_context(); assert ctx.verify_mode == ssl.CERT_REQUIRED\n"
+    "assert hashlib.sha256(b'').hexdigest().startswith('e3b0')\n"
+    "with tempfile.TemporaryDirectory() as d:\n"
+    "    db = sqlite3.connect(os.path.join(d, 'x.db')); db.execute('create table t(x)')\n"
+    "    db.execute('insert into t values (1)'); db.commit()\n"
+    "async def main():\n"
+    "    await asyncio.sleep(0.01); return 5\n"
+    "assert asyncio.run(main()) == 5\n"
+    "def sq(x): return x * x\n"
+    "if __name__ == '__main__':\n"
+    "    with multiprocessing.Pool(2) as p:\n"
+    "        assert p.map(sq, range(5)) == [0, 1, 4, 9, 16]\n"
+    "    with concurrent.futures.ProcessPoolExecutor(2) as ex:\n"
+    "        assert list(ex.map(sq, range(3))) == [0, 1, 4]\n"
+    "    with concurrent.futures.ThreadPoolExecutor(4) as ex:\n"
+    "        assert sum(ex.map(sq, range(10))) == 285\n"
+    "    print('OK', os.cpu_count() > 0, len(os.listdir('/')) > 0)\n";
+
+TEST(python_benign_workload_runs_without_events)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    char *argv[] = {"/usr/bin/python3", "-c", (char *)py_workload, NULL};
+    FX_RUN(&f, &o, 1, body_exec, argv);
+    if (fx_nev)
+        fx_dump();
+    ASSERT_CONTAINS(f.out, "OK True True\n");
+    ASSERT(WIFEXITED(f.status) && WEXITSTATUS(f.status) == 0);
+    ASSERT_EQ(fx_nev, 0);
+    ASSERT_EQ(f.st.denied, 0);
+}
+
+TEST(sh_pipelines_run_without_events)
+{
+    struct fx f;
+    struct fx_opts o = {0};
+    char *argv[] = {"/bin/sh", "-c",
+                    "set -e; echo hello | tr a-z A-Z | sed s/HELLO/DONE/;"
+                    " for i in 1 2 3; do echo $i; done | wc -l;"
+                    " ls /usr/bin | head -n 3 | wc -l; x=$(date +%Y); test -n \"$x\";"
+                    " (sleep 0.01 &); wait; cat /etc/passwd | grep -c root >/dev/null;"
+                    " echo $((6*7)); echo end",
+                    NULL};
+    FX_RUN(&f, &o, 1, body_exec, argv);
+    if (fx_nev)
+        fx_dump();
+    ASSERT_CONTAINS(f.out, "DONE\n3\n3\n42\nend\n");
+    ASSERT(WIFEXITED(f.status) && WEXITSTATUS(f.status) == 0);
+    ASSERT_EQ(fx_nev, 0);
+}
