@@ -1,0 +1,685 @@
+/* cgroup.c - per-evaluation cgroups (v2 and v1) and their accounting.
+ *
+ * Why both: most hosts run the unified hierarchy (v2), but this project's own
+ * machine runs v1 controllers beside an empty v2 mount, so both paths are
+ * real. The v1 kill has no cgroup.kill: we freeze (so a fork bomb cannot
+ * outrun the kill loop), SIGKILL every task listed, thaw, and poll until the
+ * cgroup is empty. Without a freezer we loop kill-and-reread instead.
+ *
+ * Every write is checked; the memory limit is read back because a kernel
+ * may round or refuse it silently. */
+#include "sandbox/cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/err.h"
+#include "util/timeutil.h"
+
+static const char *const ctl_names[CG_NCTL] = {"memory",  "pids",    "cpu",
+                                               "cpuacct", "freezer", "blkio"};
+
+const char *cgroup_mode_name(enum cgroup_mode m)
+{
+    switch (m) {
+    case CGROUP_V1: return "v1";
+    case CGROUP_V2: return "v2";
+    default: return "none";
+    }
+}
+
+int cgroup_read_file(const char *dir, const char *file, char *out, size_t outlen)
+{
+    char path[CGROUP_PATH_MAX + 64];
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
+        return -ENAMETOOLONG;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t n = 0;
+    while (n + 1 < outlen) {
+        ssize_t r = read(fd, out + n, outlen - 1 - n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = -errno;
+            close(fd);
+            return e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    out[n] = '\0';
+    close(fd);
+    return (int)n;
+}
+
+int cgroup_write_file(const char *dir, const char *file, const char *val)
+{
+    char path[CGROUP_PATH_MAX + 64];
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
+        return -ENAMETOOLONG;
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(val);
+    ssize_t w = write(fd, val, len);
+    int e = w < 0 ? -errno : ((size_t)w == len ? 0 : -EIO);
+    close(fd);
+    return e;
+}
+
+static int read_i64(const char *dir, const char *file, int64_t *out)
+{
+    char b[64];
+    int n = cgroup_read_file(dir, file, b, sizeof b);
+    if (n < 0)
+        return n;
+    if (!strncmp(b, "max", 3)) {
+        *out = INT64_MAX;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(b, &end, 10);
+    if (errno || end == b)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int cgroup_parse_keyed(const char *text, const char *key, int64_t *out)
+{
+    size_t kl = strlen(key);
+    const char *p = text;
+    while (p && *p) {
+        if (!strncmp(p, key, kl) && (p[kl] == ' ' || p[kl] == '\t')) {
+            char *end;
+            long long v = strtoll(p + kl + 1, &end, 10);
+            if (end == p + kl + 1)
+                return -EINVAL;
+            *out = v;
+            return 0;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return -ENOENT;
+}
+
+int cgroup_parse_io_stat(const char *text, int64_t *rbytes, int64_t *wbytes)
+{
+    int64_t r = 0, w = 0;
+    for (const char *p = text; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        char line[512];
+        if (n >= sizeof line)
+            n = sizeof line - 1;
+        memcpy(line, p, n);
+        line[n] = '\0';
+        char *s;
+        if ((s = strstr(line, " rbytes=")))
+            r += strtoll(s + 8, NULL, 10);
+        if ((s = strstr(line, " wbytes=")))
+            w += strtoll(s + 8, NULL, 10);
+        p = eol ? eol + 1 : p + n;
+    }
+    *rbytes = r;
+    *wbytes = w;
+    return 0;
+}
+
+int cgroup_parse_blkio(const char *text, int64_t *rbytes, int64_t *wbytes)
+{
+    int64_t r = 0, w = 0;
+    for (const char *p = text; *p;) {
+        const char *eol = strchr(p, '\n');
+        char dev[32], op[16];
+        long long v;
+        if (sscanf(p, "%31s %15s %lld", dev, op, &v) == 3) {
+            if (!strcmp(op, "Read"))
+                r += v;
+            else if (!strcmp(op, "Write"))
+                w += v;
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    *rbytes = r;
+    *wbytes = w;
+    return 0;
+}
+
+/* ---- detection ---------------------------------------------------------- */
+
+static bool has_word(const char *list, const char *word, char sep)
+{
+    size_t wl = strlen(word);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, sep);
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == wl && !strncmp(p, word, wl))
+            return true;
+        p = e ? e + 1 : NULL;
+    }
+    return false;
+}
+
+static bool v2_usable(const char *dir)
+{
+    char c[512];
+    if (cgroup_read_file(dir, "cgroup.controllers", c, sizeof c) < 0)
+        return false;
+    char *nl = strchr(c, '\n');
+    if (nl)
+        *nl = '\0';
+    return has_word(c, "memory", ' ') && has_word(c, "pids", ' ');
+}
+
+static void decide_mode(struct cgroup_mounts *m)
+{
+    if (m->v2[0] && v2_usable(m->v2))
+        m->mode = CGROUP_V2;
+    else if (m->v1[CG_MEMORY][0] || m->v1[CG_PIDS][0])
+        m->mode = CGROUP_V1;
+    else
+        m->mode = CGROUP_NONE;
+}
+
+int cgroup_mounts_detect(struct cgroup_mounts *m, const char *root, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (root) {
+        struct stat st;
+        char p[CGROUP_PATH_MAX];
+        snprintf(p, sizeof p, "%s/unified", root);
+        if (stat(p, &st) == 0)
+            snprintf(m->v2, sizeof m->v2, "%s", p);
+        for (int i = 0; i < CG_NCTL; i++) {
+            snprintf(p, sizeof p, "%s/%s", root, ctl_names[i]);
+            if (stat(p, &st) == 0)
+                snprintf(m->v1[i], sizeof m->v1[i], "%s", p);
+        }
+        decide_mode(m);
+        return 0;
+    }
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return err_sys(err, errlen, -errno, "open /proc/self/mountinfo");
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        /* id parent maj:min root mountpoint opts [optional...] - fstype source superopts */
+        char *sep = strstr(line, " - ");
+        if (!sep)
+            continue;
+        char mnt[CGROUP_PATH_MAX], fstype[32], src[64], super[1024];
+        if (sscanf(line, "%*s %*s %*s %*s %511s", mnt) != 1)
+            continue;
+        if (sscanf(sep + 3, "%31s %63s %1023s", fstype, src, super) != 3)
+            continue;
+        if (!strcmp(fstype, "cgroup2")) {
+            if (!m->v2[0])
+                snprintf(m->v2, sizeof m->v2, "%s", mnt);
+        } else if (!strcmp(fstype, "cgroup")) {
+            for (int i = 0; i < CG_NCTL; i++)
+                if (!m->v1[i][0] && has_word(super, ctl_names[i], ','))
+                    snprintf(m->v1[i], sizeof m->v1[i], "%s", mnt);
+        }
+    }
+    fclose(f);
+    decide_mode(m);
+    return 0;
+}
+
+/* ---- create / attach / destroy ----------------------------------------- */
+
+static int mkdir_p1(const char *path)
+{
+    if (mkdir(path, 0755) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+int cgroup_v2_apply(struct cgroup *cg, const struct cgroup_limits *lim, char *err, size_t errlen)
+{
+    const char *d = cg->dir[0];
+    char val[64];
+    int rc;
+    if (lim->memory_max_bytes) {
+        snprintf(val, sizeof val, "%" PRIu64, lim->memory_max_bytes);
+        if ((rc = cgroup_write_file(d, "memory.max", val)) < 0)
+            return err_sys(err, errlen, rc, "write %s/memory.max", d);
+        cg->swap_limited = cgroup_write_file(d, "memory.swap.max", "0") == 0;
+        int64_t back;
+        if (read_i64(d, "memory.max", &back) < 0 || back > (int64_t)lim->memory_max_bytes)
+            return err_set(err, errlen, -EIO, "memory.max did not take %s", val);
+    }
+    if (lim->pids_max) {
+        snprintf(val, sizeof val, "%" PRIu64, lim->pids_max);
+        if ((rc = cgroup_write_file(d, "pids.max", val)) < 0)
+            return err_sys(err, errlen, rc, "write %s/pids.max", d);
+    }
+    if (lim->cpu_cores_milli) {
+        snprintf(val, sizeof val, "%" PRIu64 " 100000", lim->cpu_cores_milli * 100);
+        cgroup_write_file(d, "cpu.max", val); /* optional: cpu may be unavailable */
+    }
+    struct stat st;
+    char p[CGROUP_PATH_MAX + 16];
+    snprintf(p, sizeof p, "%s/memory.peak", d);
+    cg->peak_native = stat(p, &st) == 0;
+    snprintf(p, sizeof p, "%s/pids.peak", d);
+    cg->pids_peak_native = stat(p, &st) == 0;
+    return 0;
+}
+
+int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *parent,
+                  const char *name, const struct cgroup_limits *lim, char *err, size_t errlen)
+{
+    memset(cg, 0, sizeof *cg);
+    cg->mode = m->mode;
+    cg->u.memory_peak = cg->u.pids_peak = -1;
+    cg->last_memory = -1;
+    if (m->mode == CGROUP_NONE)
+        return 0;
+    char val[64];
+    int rc;
+    if (m->mode == CGROUP_V2) {
+        char pdir[CGROUP_PATH_MAX];
+        if (snprintf(pdir, sizeof pdir, "%s/%s", m->v2, parent) >= (int)sizeof pdir)
+            return err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
+        if ((rc = mkdir_p1(pdir)) < 0)
+            return err_sys(err, errlen, rc, "mkdir %s", pdir);
+        /* Enable the controllers for our subtree; cpu and io are optional. */
+        static const char *const want[] = {"+memory", "+pids", "+cpu", "+io"};
+        for (size_t i = 0; i < 4; i++) {
+            cgroup_write_file(m->v2, "cgroup.subtree_control", want[i]);
+            rc = cgroup_write_file(pdir, "cgroup.subtree_control", want[i]);
+            if (rc < 0 && i < 2)
+                return err_sys(err, errlen, rc, "enable %s in %s/cgroup.subtree_control",
+                               want[i] + 1, pdir);
+        }
+        if (snprintf(cg->dir[0], sizeof cg->dir[0], "%s/%s", pdir, name) >= (int)sizeof cg->dir[0])
+            return err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
+        if (mkdir(cg->dir[0], 0755) < 0)
+            return err_sys(err, errlen, -errno, "mkdir %s", cg->dir[0]);
+        cg->made[0] = true;
+        if ((rc = cgroup_v2_apply(cg, lim, err, errlen)) < 0)
+            goto fail;
+        return 0;
+    }
+    /* v1: one directory per hierarchy; co-mounted controllers share it. */
+    for (int i = 0; i < CG_NCTL; i++) {
+        if (!m->v1[i][0])
+            continue;
+        bool shared = false;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(m->v1[j], m->v1[i])) {
+                memcpy(cg->dir[i], cg->dir[j], sizeof cg->dir[i]);
+                shared = true;
+            }
+        if (shared)
+            continue;
+        char pdir[CGROUP_PATH_MAX];
+        if (snprintf(pdir, sizeof pdir, "%s/%s", m->v1[i], parent) >= (int)sizeof pdir) {
+            rc = err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
+            goto fail;
+        }
+        if ((rc = mkdir_p1(pdir)) < 0) {
+            err_sys(err, errlen, rc, "mkdir %s", pdir);
+            goto fail;
+        }
+        if (snprintf(cg->dir[i], sizeof cg->dir[i], "%s/%s", pdir, name) >=
+            (int)sizeof cg->dir[i]) {
+            rc = err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
+            goto fail;
+        }
+        if (mkdir(cg->dir[i], 0755) < 0) {
+            rc = err_sys(err, errlen, -errno, "mkdir %s", cg->dir[i]);
+            cg->dir[i][0] = '\0';
+            goto fail;
+        }
+        cg->made[i] = true;
+    }
+    if (lim->memory_max_bytes && cg->dir[CG_MEMORY][0]) {
+        const char *d = cg->dir[CG_MEMORY];
+        snprintf(val, sizeof val, "%" PRIu64, lim->memory_max_bytes);
+        if ((rc = cgroup_write_file(d, "memory.limit_in_bytes", val)) < 0) {
+            err_sys(err, errlen, rc, "write %s/memory.limit_in_bytes", d);
+            goto fail;
+        }
+        cg->swap_limited = cgroup_write_file(d, "memory.memsw.limit_in_bytes", val) == 0;
+        if (!cg->swap_limited)
+            cgroup_write_file(d, "memory.swappiness", "0");
+        int64_t back;
+        if (read_i64(d, "memory.limit_in_bytes", &back) < 0 ||
+            back > (int64_t)lim->memory_max_bytes) {
+            rc = err_set(err, errlen, -EIO, "memory.limit_in_bytes did not take %s", val);
+            goto fail;
+        }
+        cg->peak_native = true;
+    } else if (lim->memory_max_bytes) {
+        rc = err_set(err, errlen, -ENOTSUP, "no v1 memory controller mounted");
+        goto fail;
+    }
+    if (lim->pids_max && cg->dir[CG_PIDS][0]) {
+        snprintf(val, sizeof val, "%" PRIu64, lim->pids_max);
+        if ((rc = cgroup_write_file(cg->dir[CG_PIDS], "pids.max", val)) < 0) {
+            err_sys(err, errlen, rc, "write %s/pids.max", cg->dir[CG_PIDS]);
+            goto fail;
+        }
+        struct stat st;
+        char p[CGROUP_PATH_MAX + 16];
+        snprintf(p, sizeof p, "%s/pids.peak", cg->dir[CG_PIDS]);
+        cg->pids_peak_native = stat(p, &st) == 0;
+    } else if (lim->pids_max) {
+        rc = err_set(err, errlen, -ENOTSUP, "no v1 pids controller mounted");
+        goto fail;
+    }
+    if (lim->cpu_cores_milli && cg->dir[CG_CPU][0]) {
+        /* the period is written first: the kernel checks quota against it */
+        cgroup_write_file(cg->dir[CG_CPU], "cpu.cfs_period_us", "100000");
+        snprintf(val, sizeof val, "%" PRIu64, lim->cpu_cores_milli * 100);
+        if ((rc = cgroup_write_file(cg->dir[CG_CPU], "cpu.cfs_quota_us", val)) < 0) {
+            err_sys(err, errlen, rc, "write %s/cpu.cfs_quota_us", cg->dir[CG_CPU]);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    cgroup_destroy(cg, NULL, 0);
+    return rc < 0 ? rc : -EIO;
+}
+
+int cgroup_attach(struct cgroup *cg, pid_t pid, char *err, size_t errlen)
+{
+    char val[32];
+    snprintf(val, sizeof val, "%d", (int)pid);
+    for (int i = 0; i < CG_NCTL; i++) {
+        if (!cg->made[i])
+            continue;
+        int rc = cgroup_write_file(cg->dir[i], "cgroup.procs", val);
+        if (rc < 0)
+            return err_sys(err, errlen, rc, "attach %d to %s", (int)pid, cg->dir[i]);
+    }
+    return 0;
+}
+
+static const char *dir_of(const struct cgroup *cg, enum cgroup_ctl c)
+{
+    if (cg->mode == CGROUP_V2)
+        return cg->dir[0][0] ? cg->dir[0] : NULL;
+    if (cg->mode == CGROUP_V1)
+        return cg->dir[c][0] ? cg->dir[c] : NULL;
+    return NULL;
+}
+
+/* CPU usage (user, system, total) in ns. */
+static void read_cpu(const struct cgroup *cg, struct cgroup_usage *u)
+{
+    if (cg->mode == CGROUP_V2) {
+        char b[1024];
+        int64_t v;
+        if (cgroup_read_file(cg->dir[0], "cpu.stat", b, sizeof b) < 0)
+            return;
+        if (cgroup_parse_keyed(b, "usage_usec", &v) == 0)
+            u->cpu_total_ns = v * 1000;
+        if (cgroup_parse_keyed(b, "user_usec", &v) == 0)
+            u->cpu_user_ns = v * 1000;
+        if (cgroup_parse_keyed(b, "system_usec", &v) == 0)
+            u->cpu_system_ns = v * 1000;
+        return;
+    }
+    const char *d = dir_of(cg, CG_CPUACCT);
+    if (!d)
+        return;
+    int64_t v;
+    if (read_i64(d, "cpuacct.usage", &v) == 0)
+        u->cpu_total_ns = v;
+    if (read_i64(d, "cpuacct.usage_user", &v) == 0)
+        u->cpu_user_ns = v;
+    if (read_i64(d, "cpuacct.usage_sys", &v) == 0)
+        u->cpu_system_ns = v;
+}
+
+int cgroup_sample(struct cgroup *cg, uint64_t now)
+{
+    if (cg->mode == CGROUP_NONE)
+        return -ENOTSUP;
+    struct cgroup_usage *u = &cg->u;
+    int64_t mem = -1, pids = -1;
+    const char *d;
+    if ((d = dir_of(cg, CG_MEMORY)))
+        read_i64(d, cg->mode == CGROUP_V2 ? "memory.current" : "memory.usage_in_bytes", &mem);
+    if ((d = dir_of(cg, CG_PIDS)))
+        read_i64(d, "pids.current", &pids);
+    int64_t t = -1;
+    if (cg->mode == CGROUP_V2) {
+        char b[1024];
+        if (cgroup_read_file(cg->dir[0], "cpu.stat", b, sizeof b) > 0 &&
+            cgroup_parse_keyed(b, "usage_usec", &t) == 0)
+            t *= 1000;
+    } else if ((d = dir_of(cg, CG_CPUACCT))) {
+        read_i64(d, "cpuacct.usage", &t);
+    }
+    if (t >= 0)
+        u->cpu_total_ns = t;
+    if (mem >= 0) {
+        u->memory_current = mem;
+        if (mem > u->memory_peak)
+            u->memory_peak = mem;
+        if (cg->last_memory >= 0 && now > cg->last_sample_ns) {
+            double dt = (double)(now - cg->last_sample_ns) / 1e9;
+            u->memory_mb_seconds +=
+                ((double)(mem + cg->last_memory) / 2.0) / (1024.0 * 1024.0) * dt;
+        }
+        cg->last_memory = mem;
+        cg->last_sample_ns = now;
+    }
+    if (pids >= 0) {
+        u->pids_current = pids;
+        if (pids > u->pids_peak)
+            u->pids_peak = pids;
+    }
+    return 0;
+}
+
+/* Final figures: cpu split, native peaks, io, events. */
+static void read_final(struct cgroup *cg)
+{
+    struct cgroup_usage *u = &cg->u;
+    const char *d;
+    char b[4096];
+    int64_t v;
+    read_cpu(cg, u);
+    if ((d = dir_of(cg, CG_MEMORY))) {
+        if (cg->peak_native &&
+            read_i64(d, cg->mode == CGROUP_V2 ? "memory.peak" : "memory.max_usage_in_bytes", &v) ==
+                0 &&
+            v > u->memory_peak)
+            u->memory_peak = v;
+        const char *f = cg->mode == CGROUP_V2 ? "memory.events" : "memory.oom_control";
+        if (cgroup_read_file(d, f, b, sizeof b) > 0 && cgroup_parse_keyed(b, "oom_kill", &v) == 0)
+            u->oom_kills = v;
+    }
+    if ((d = dir_of(cg, CG_PIDS))) {
+        if (cg->pids_peak_native && read_i64(d, "pids.peak", &v) == 0 && v > u->pids_peak)
+            u->pids_peak = v;
+        if (cgroup_read_file(d, "pids.events", b, sizeof b) > 0 &&
+            cgroup_parse_keyed(b, "max", &v) == 0)
+            u->pids_max_hits = v;
+    }
+    if (cg->mode == CGROUP_V2) {
+        if (cgroup_read_file(cg->dir[0], "io.stat", b, sizeof b) >= 0)
+            cgroup_parse_io_stat(b, &u->io_read_bytes, &u->io_write_bytes);
+    } else if ((d = dir_of(cg, CG_BLKIO))) {
+        if (cgroup_read_file(d, "blkio.throttle.io_service_bytes_recursive", b, sizeof b) >= 0 ||
+            cgroup_read_file(d, "blkio.throttle.io_service_bytes", b, sizeof b) >= 0)
+            cgroup_parse_blkio(b, &u->io_read_bytes, &u->io_write_bytes);
+    }
+}
+
+/* Events that decide a status, cheap enough to read while sampling. */
+static void read_events(struct cgroup *cg)
+{
+    const char *d;
+    char b[1024];
+    int64_t v;
+    if ((d = dir_of(cg, CG_MEMORY))) {
+        const char *f = cg->mode == CGROUP_V2 ? "memory.events" : "memory.oom_control";
+        if (cgroup_read_file(d, f, b, sizeof b) > 0 && cgroup_parse_keyed(b, "oom_kill", &v) == 0)
+            cg->u.oom_kills = v;
+    }
+    if ((d = dir_of(cg, CG_PIDS)) && cgroup_read_file(d, "pids.events", b, sizeof b) > 0 &&
+        cgroup_parse_keyed(b, "max", &v) == 0)
+        cg->u.pids_max_hits = v;
+}
+
+int cgroup_sample_events(struct cgroup *cg)
+{
+    read_events(cg);
+    return 0;
+}
+
+int cgroup_finish(struct cgroup *cg, uint64_t now)
+{
+    if (cg->mode == CGROUP_NONE)
+        return -ENOTSUP;
+    cgroup_sample(cg, now);
+    read_final(cg);
+    return 0;
+}
+
+static const char *procs_dir(const struct cgroup *cg)
+{
+    if (cg->mode == CGROUP_V2)
+        return cg->dir[0];
+    for (int i = 0; i < CG_NCTL; i++)
+        if (cg->made[i] && (i == CG_FREEZER || i == CG_PIDS || i == CG_MEMORY))
+            return cg->dir[i];
+    for (int i = 0; i < CG_NCTL; i++)
+        if (cg->made[i])
+            return cg->dir[i];
+    return NULL;
+}
+
+/* SIGKILL every pid in dir/cgroup.procs; returns how many were listed. */
+static int kill_listed(const char *dir)
+{
+    char b[65536];
+    int n = cgroup_read_file(dir, "cgroup.procs", b, sizeof b);
+    if (n <= 0)
+        return 0;
+    int count = 0;
+    for (char *p = b; *p;) {
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 1) {
+            kill((pid_t)pid, SIGKILL);
+            count++;
+        }
+        p = end;
+        while (*p == '\n')
+            p++;
+    }
+    return count;
+}
+
+bool cgroup_populated(const struct cgroup *cg)
+{
+    if (cg->mode == CGROUP_NONE)
+        return false;
+    char b[256];
+    if (cg->mode == CGROUP_V2) {
+        int64_t v;
+        if (cgroup_read_file(cg->dir[0], "cgroup.events", b, sizeof b) > 0 &&
+            cgroup_parse_keyed(b, "populated", &v) == 0)
+            return v != 0;
+    }
+    for (int i = 0; i < CG_NCTL; i++) {
+        if (!cg->made[i])
+            continue;
+        int n = cgroup_read_file(cg->dir[i], "cgroup.procs", b, sizeof b);
+        if (n != 0)
+            return true; /* tasks, or unreadable: assume the worst */
+    }
+    return false;
+}
+
+int cgroup_kill(struct cgroup *cg, uint64_t timeout_ms, char *err, size_t errlen)
+{
+    if (cg->mode == CGROUP_NONE)
+        return 0;
+    const char *pd = procs_dir(cg);
+    if (!pd)
+        return 0;
+    if (cg->mode == CGROUP_V2) {
+        if (cgroup_write_file(cg->dir[0], "cgroup.kill", "1") < 0)
+            kill_listed(pd); /* kernels before 5.14 */
+    } else {
+        const char *fz = cg->made[CG_FREEZER] ? cg->dir[CG_FREEZER] : NULL;
+        if (fz && cgroup_write_file(fz, "freezer.state", "FROZEN") == 0) {
+            char st[32];
+            for (int i = 0; i < 200; i++) { /* FREEZING -> FROZEN, normally at once */
+                if (cgroup_read_file(fz, "freezer.state", st, sizeof st) > 0 &&
+                    !strncmp(st, "FROZEN", 6))
+                    break;
+                struct timespec ts = {0, 100000};
+                nanosleep(&ts, NULL);
+            }
+            kill_listed(fz);
+            cgroup_write_file(fz, "freezer.state", "THAWED");
+        }
+        for (int i = 0; i < CG_NCTL; i++)
+            if (cg->made[i])
+                kill_listed(cg->dir[i]);
+    }
+    uint64_t deadline = time_mono_ns() + timeout_ms * 1000000ull;
+    while (cgroup_populated(cg)) {
+        if (time_mono_ns() > deadline)
+            return err_set(err, errlen, -EBUSY, "cgroup %s still has tasks after kill", pd);
+        for (int i = 0; i < CG_NCTL; i++)
+            if (cg->made[i])
+                kill_listed(cg->dir[i]);
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int cgroup_destroy(struct cgroup *cg, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (int i = 0; i < CG_NCTL; i++) {
+        if (!cg->made[i])
+            continue;
+        /* rmdir may race the last task's exit for a moment: retry briefly */
+        int tries = 0;
+        while (rmdir(cg->dir[i]) < 0) {
+            if (errno == ENOENT)
+                break;
+            if (errno != EBUSY || ++tries > 500) {
+                rc = err_sys(err, errlen, -errno, "rmdir %s", cg->dir[i]);
+                break;
+            }
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        cg->made[i] = false;
+    }
+    return rc;
+}

@@ -1,0 +1,171 @@
+/* gc.c - remove what a crashed clearbox left behind.
+ *
+ * A live run holds an exclusive flock on <state>/<id>/lock for its whole
+ * life, so a state directory whose lock we can take belongs to nobody: its
+ * workspace mount and directories go. A cgroup <hierarchy>/<parent>/<id> is
+ * stale when no live run holds <state>/<id>/lock; its tasks are killed (the
+ * same freeze/kill/thaw as a normal teardown) and it is removed. Entries
+ * younger than GC_MIN_AGE_S are left alone: they may belong to a run that is
+ * starting (it makes its cgroups before it can take its lock); a cgroup that
+ * still has tasks is left alone until it is older than any run can be. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/internal.h"
+#include "sandbox/sandbox.h"
+#include "util/err.h"
+
+/* A run makes its cgroups, then its state directory, then takes the lock:
+ * anything younger than this may be a run starting up, not a crashed one. */
+#define GC_MIN_AGE_S 10
+/* Longer than the longest timeout a run may have (24 h). */
+#define GC_POPULATED_AGE_S (25 * 3600)
+
+static bool young(const char *path, long age_s)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return false;
+    return time(NULL) - st.st_mtime < age_s;
+}
+
+/* Is the run <id> alive (its lock held by someone)? */
+static bool run_alive(const char *sd, const char *id)
+{
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s/%s/lock", sd, id) >= (int)sizeof p)
+        return false;
+    int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return false;
+    bool alive = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return alive;
+}
+
+static int gc_state(const char *sd, struct buf *report)
+{
+    DIR *d = opendir(sd);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        if (run_alive(sd, de->d_name))
+            continue;
+        char p[PATH_MAX];
+        if (snprintf(p, sizeof p, "%s/%s", sd, de->d_name) >= (int)sizeof p ||
+            young(p, GC_MIN_AGE_S))
+            continue;
+        if (snprintf(p, sizeof p, "%s/%s/ws", sd, de->d_name) >= (int)sizeof p)
+            continue;
+        if (umount2(p, MNT_DETACH) == 0)
+            buf_printf(report, "unmounted %s\n", p);
+        rmdir(p);
+        snprintf(p, sizeof p, "%s/%s/root", sd, de->d_name);
+        umount2(p, MNT_DETACH);
+        rmdir(p);
+        snprintf(p, sizeof p, "%s/%s/lock", sd, de->d_name);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/%s", sd, de->d_name);
+        if (rmdir(p) == 0) {
+            buf_printf(report, "removed state directory %s\n", p);
+            removed++;
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
+static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
+{
+    struct cgroup_mounts m;
+    if (cgroup_mounts_detect(&m, NULL, NULL, 0) < 0 || m.mode == CGROUP_NONE)
+        return 0;
+    int removed = 0;
+    /* every hierarchy that may hold <parent>/<id> */
+    const char *roots[CG_NCTL + 1];
+    size_t nr = 0;
+    if (m.v2[0])
+        roots[nr++] = m.v2;
+    for (int i = 0; i < CG_NCTL; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < nr; j++)
+            if (!strcmp(roots[j], m.v1[i]))
+                dup = true;
+        if (m.v1[i][0] && !dup)
+            roots[nr++] = m.v1[i];
+    }
+    for (size_t k = 0; k < nr; k++) {
+        char pdir[CGROUP_PATH_MAX];
+        if (snprintf(pdir, sizeof pdir, "%s/%s", roots[k], parent) >= (int)sizeof pdir)
+            continue;
+        DIR *d = opendir(pdir);
+        if (!d)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_type != DT_DIR || de->d_name[0] == '.')
+                continue;
+            if (run_alive(sd, de->d_name))
+                continue;
+            /* one cgroup per hierarchy; kill with the freezer when this is it */
+            struct cgroup cg;
+            memset(&cg, 0, sizeof cg);
+            cg.mode = (m.v2[0] && !strcmp(roots[k], m.v2)) ? CGROUP_V2 : CGROUP_V1;
+            int slot = 0;
+            if (cg.mode == CGROUP_V1)
+                for (int i = 0; i < CG_NCTL; i++)
+                    if (!strcmp(m.v1[i], roots[k]))
+                        slot = i;
+            if (snprintf(cg.dir[slot], sizeof cg.dir[slot], "%s/%s", pdir, de->d_name) >=
+                (int)sizeof cg.dir[slot])
+                continue;
+            if (cg.mode == CGROUP_V1 && strcmp(m.v1[CG_FREEZER], roots[k]) == 0)
+                slot = CG_FREEZER;
+            cg.made[slot] = true;
+            if (slot != 0 && cg.mode == CGROUP_V2)
+                continue;
+            /* A crashed run's init dies with it (PDEATHSIG) and takes its
+             * pid namespace along, so its cgroups are empty. A populated
+             * cgroup without a lock here is more likely a live run with
+             * another state directory: leave it until it is older than
+             * any run can be. */
+            if (young(cg.dir[slot], GC_MIN_AGE_S) ||
+                (cgroup_populated(&cg) && young(cg.dir[slot], GC_POPULATED_AGE_S)))
+                continue;
+            cgroup_kill(&cg, 2000, NULL, 0);
+            char path[CGROUP_PATH_MAX];
+            snprintf(path, sizeof path, "%s", cg.dir[slot]);
+            if (cgroup_destroy(&cg, NULL, 0) == 0) {
+                buf_printf(report, "removed cgroup %s\n", path);
+                removed++;
+            }
+        }
+        closedir(d);
+    }
+    return removed;
+}
+
+int sandbox_gc(const char *state_dir, const char *cgroup_parent, struct buf *report, char *err,
+               size_t errlen)
+{
+    const char *sd = state_dir ? state_dir : SANDBOX_STATE_DIR_DEFAULT;
+    const char *parent = cgroup_parent ? cgroup_parent : SANDBOX_CGROUP_PARENT_DEFAULT;
+    int a = gc_state(sd, report);
+    if (a < 0)
+        return err_sys(err, errlen, a, "scan %s", sd);
+    int b = gc_cgroups(sd, parent, report);
+    return a + b;
+}

@@ -1,0 +1,1457 @@
+/* native.c - the native engine: namespaces, pivot_root, cgroups, seccomp.
+ *
+ * Threat model: the program is hostile. It may try to escape (mounts, setuid
+ * files, ptrace, namespaces), exhaust the host (fork, memory, CPU, disk,
+ * output), reach the network, or hide what it did. The boundary is the set
+ * of namespaces (user, pid, mount, net, ipc, uts, cgroup) plus the cgroup
+ * limits; seccomp narrows the kernel surface and makes attempts visible.
+ *
+ * Processes:
+ *   clearbox (parent, host root)
+ *     └─ init   pid 1 of the new pid namespace, uid 0 of the new user
+ *        │      namespace (host uid SANDBOX_HOST_UID_BASE, never host root).
+ *        │      Builds the root, brings lo up, opens the DNS stub sockets,
+ *        │      then forks the program and reaps zombies. When the program
+ *        │      ends, init reports its wait status and exits; the kernel then
+ *        │      kills everything left in the pid namespace (double-forked
+ *        │      daemons included), and the parent also kills the cgroup.
+ *        └─ program  uid 1000 (host SANDBOX_HOST_UID_BASE + 1000), no
+ *                    capabilities (bounding set emptied), no_new_privs,
+ *                    rlimits, seccomp filter last, then execve.
+ *
+ * Control channel: one SOCK_SEQPACKET socketpair. Parent -> init "G" (maps
+ * written, cgroup joined: go). init -> parent "D" + SCM_RIGHTS (DNS stub
+ * sockets). program -> parent "L<fd>" (the seccomp listener's fd number; the
+ * parent copies it with pidfd_getfd) and parent -> program "A". Anyone ->
+ * parent "E<message>" on a failed step, then _exit: fail closed. EOF (every
+ * child end closed; the program's at execve by close-on-exec) means the
+ * program is running.
+ *
+ * Filesystem: the parent mounts a tmpfs (size = disk limit, owned by the
+ * program's host uid) at <state>/<id>/ws holding work/ and tmp/; init mounts
+ * a small tmpfs at <state>/<id>/root in its private mount namespace, fills it
+ * (ro /usr, /bin /lib* links, a generated /etc, /dev with five bind-mounted
+ * nodes, fresh /proc with /proc/sys ro, /work and /tmp from ws), remounts it
+ * read-only and pivots into it. /sys is absent.
+ *
+ * The child side uses no malloc and no stdio (the parent may be threaded). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/internal.h"
+#include "sandbox/netwatch.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/seccomp.h"
+#include "util/err.h"
+#include "util/json.h"
+#include "util/timeutil.h"
+
+#define SETUP_TIMEOUT_MS 10000
+#define CTL_MSG_MAX 512
+#define OUTPUT_COPY_FILES_MAX 10000
+#define OUTPUT_COPY_DEPTH_MAX 32
+
+struct nrun {
+    const struct sandbox_spec *spec;
+    struct sandbox_result *r;
+    struct cgroup_mounts mounts;
+    struct cgroup cg;
+    char id[SANDBOX_EVAL_ID_MAX + 1];
+    char state[PATH_MAX / 4]; /* <state_dir>/<id> */
+    char ws[PATH_MAX / 4];    /* state/ws: the workspace tmpfs */
+    char root[PATH_MAX / 4];  /* state/root: init's new root */
+    char work[PATH_MAX / 4], tmp[PATH_MAX / 4];
+    int lock_fd;
+    bool state_made, ws_mounted, root_made;
+    int stdin_fd;
+    int out_p[2], err_p[2], ctl[2], status_p[2];
+    const char *envp[SANDBOX_ENV_MAX + 8];
+    char env_tp[128];
+    struct seccomp_prog prog;
+    bool have_prog;
+    netwatch_t *nw;
+    pthread_mutex_t ev_lock;
+    pid_t init_pid;
+    int pidfd;
+    int decided; /* a status decided by a limit/cancel, or -1 */
+    bool killed; /* we killed the sandbox */
+    bool prog_done;
+    int prog_wstatus;
+    uint64_t t0, t_exec, t_end;
+    uint64_t cpu_limit_ns;
+    /* clock marks per phase ($CLEARBOX_PHASE_MARKS=1 prints them on stderr) */
+    const char *mark_name[24];
+    uint64_t mark_ns[24];
+    int nmarks;
+};
+
+static void mark(struct nrun *n, const char *what)
+{
+    if (n->nmarks < 24) {
+        n->mark_name[n->nmarks] = what;
+        n->mark_ns[n->nmarks++] = time_mono_ns();
+    }
+}
+
+static void marks_print(const struct nrun *n)
+{
+    const char *e = getenv("CLEARBOX_PHASE_MARKS");
+    if (!e || strcmp(e, "1"))
+        return;
+    char line[1024];
+    int len = snprintf(line, sizeof line, "phase marks (ms since start):");
+    for (int i = 0; i < n->nmarks && len < (int)sizeof line; i++)
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s=%.3f", n->mark_name[i],
+                        (double)(n->mark_ns[i] - n->t0) / 1e6);
+    fprintf(stderr, "%s\n", line);
+}
+
+/* ======================================================================
+ * Child side (init and program). No malloc, no stdio.
+ * ==================================================================== */
+
+static void child_fail(int ctl, int e, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+static void child_fail(int ctl, int e, const char *fmt, ...)
+{
+    char msg[CTL_MSG_MAX];
+    msg[0] = 'E';
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg + 1, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof msg - 2)
+        n = (int)sizeof msg - 2;
+    if (e) {
+        /* strerror_r may take gettext's locks: not in a raw-cloned child */
+        const char *es = strerrordesc_np(e);
+        if (!es)
+            es = "unknown error";
+        int m = snprintf(msg + 1 + n, sizeof msg - 1 - (size_t)n, ": %s", es);
+        if (m > 0)
+            n += m;
+        if ((size_t)n > sizeof msg - 2)
+            n = (int)sizeof msg - 2;
+    }
+    ssize_t w = write(ctl, msg, (size_t)n + 1);
+    (void)w;
+    _exit(127);
+}
+
+#define CK(ctl, expr, ...)                                                                         \
+    do {                                                                                           \
+        if ((expr) < 0)                                                                            \
+            child_fail((ctl), errno, __VA_ARGS__);                                                 \
+    } while (0)
+
+/* Raw set*id: glibc's wrappers broadcast the change to every thread of the
+ * process (setxid), and a child made with a raw clone() of a threaded parent
+ * inherits a thread list of threads that do not exist in it: the wrapper
+ * would wait for them forever. The kernel call changes the calling thread,
+ * which in the child is the whole process. */
+static int sys_setresuid(uid_t id)
+{
+    return (int)syscall(SYS_setresuid, id, id, id);
+}
+
+static int sys_setresgid(gid_t id)
+{
+    return (int)syscall(SYS_setresgid, id, id, id);
+}
+
+static int write_all_fd(int fd, const char *s, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int write_text(const char *path, const char *s, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return -1;
+    int rc = write_all_fd(fd, s, strlen(s));
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* Bind src on dst, then remount with ro/nosuid/nodev, keeping the flags the
+ * kernel locks in a user namespace (a remount that drops them is EPERM). */
+static int bind_mount(const char *src, const char *dst, bool ro, unsigned long extra)
+{
+    if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+        return -1;
+    struct statfs sf;
+    if (statfs(dst, &sf) < 0)
+        return -1;
+    unsigned long fl = MS_REMOUNT | MS_BIND | extra;
+    if (ro)
+        fl |= MS_RDONLY;
+    if (sf.f_flags & ST_NOSUID)
+        fl |= MS_NOSUID;
+    if (sf.f_flags & ST_NODEV)
+        fl |= MS_NODEV;
+    if (sf.f_flags & ST_NOEXEC)
+        fl |= MS_NOEXEC;
+    if (sf.f_flags & ST_NOATIME)
+        fl |= MS_NOATIME;
+    if (sf.f_flags & ST_NODIRATIME)
+        fl |= MS_NODIRATIME;
+    if (sf.f_flags & ST_RELATIME)
+        fl |= MS_RELATIME;
+    return mount(NULL, dst, NULL, fl, NULL);
+}
+
+static void path_join(char *out, size_t n, const char *a, const char *b)
+{
+    snprintf(out, n, "%s/%s", a, b);
+}
+
+static const char etc_passwd[] = "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                                 "sandbox:x:1000:1000:sandbox:/work:/bin/sh\n"
+                                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+static const char etc_group[] = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
+static const char etc_hosts[] =
+    "127.0.0.1 localhost clearbox\n::1 localhost ip6-localhost ip6-loopback\n";
+static const char etc_resolv[] =
+    "nameserver 127.0.0.1\nnameserver ::1\noptions timeout:1 attempts:1\n";
+static const char etc_nsswitch[] = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+                                   "networks: files\nprotocols: files\nservices: files\n";
+
+static void copy_host_file(int ctl, const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return; /* optional (ld.so.cache, localtime) */
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int e = errno;
+        close(in);
+        child_fail(ctl, e, "create %s", dst);
+    }
+    char b[16384];
+    size_t total = 0;
+    for (;;) {
+        ssize_t r = read(in, b, sizeof b);
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+        if (total > (2u << 20) || write_all_fd(out, b, (size_t)r) < 0)
+            break;
+    }
+    close(in);
+    close(out);
+}
+
+/* Build the new root under n->root (already a tmpfs). */
+static void build_root(struct nrun *n, int ctl)
+{
+    char p[PATH_MAX], q[PATH_MAX];
+    static const char *const dirs[] = {"usr", "etc", "dev", "proc", "tmp", "work"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        path_join(p, sizeof p, n->root, dirs[i]);
+        CK(ctl, mkdir(p, 0755), "mkdir %s", p);
+    }
+    /* /usr read-only; the top-level links (or directories) of merged /usr */
+    path_join(p, sizeof p, n->root, "usr");
+    CK(ctl, bind_mount("/usr", p, true, MS_NOSUID | MS_NODEV), "bind /usr");
+    static const char *const tops[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+    for (size_t i = 0; i < sizeof tops / sizeof tops[0]; i++) {
+        char host[32], target[PATH_MAX];
+        snprintf(host, sizeof host, "/%s", tops[i]);
+        path_join(p, sizeof p, n->root, tops[i]);
+        ssize_t tl = readlink(host, target, sizeof target - 1);
+        if (tl > 0) {
+            target[tl] = '\0';
+            CK(ctl, symlink(target, p), "symlink %s", p);
+            continue;
+        }
+        struct stat st;
+        if (stat(host, &st) == 0 && S_ISDIR(st.st_mode)) {
+            CK(ctl, mkdir(p, 0755), "mkdir %s", p);
+            CK(ctl, bind_mount(host, p, true, MS_NOSUID | MS_NODEV), "bind %s", host);
+        }
+    }
+    /* a minimal /etc, generated */
+    static const struct {
+        const char *name, *text;
+    } etc[] = {{"passwd", etc_passwd},
+               {"group", etc_group},
+               {"hosts", etc_hosts},
+               {"resolv.conf", etc_resolv},
+               {"nsswitch.conf", etc_nsswitch},
+               {"hostname", "clearbox\n"}};
+    for (size_t i = 0; i < sizeof etc / sizeof etc[0]; i++) {
+        snprintf(p, sizeof p, "%s/etc/%s", n->root, etc[i].name);
+        CK(ctl, write_text(p, etc[i].text, 0644), "write %s", p);
+    }
+    snprintf(p, sizeof p, "%s/etc/ld.so.cache", n->root);
+    copy_host_file(ctl, "/etc/ld.so.cache", p);
+    /* /dev: five nodes bind-mounted from the host, nothing else */
+    static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
+    for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
+        snprintf(p, sizeof p, "%s/dev/%s", n->root, devs[i]);
+        snprintf(q, sizeof q, "/dev/%s", devs[i]);
+        CK(ctl, write_text(p, "", 0666), "create %s", p);
+        CK(ctl, bind_mount(q, p, false, MS_NOSUID | MS_NOEXEC), "bind %s", q);
+    }
+    static const struct {
+        const char *name, *target;
+    } links[] = {{"fd", "/proc/self/fd"},
+                 {"stdin", "/proc/self/fd/0"},
+                 {"stdout", "/proc/self/fd/1"},
+                 {"stderr", "/proc/self/fd/2"}};
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        snprintf(p, sizeof p, "%s/dev/%s", n->root, links[i].name);
+        CK(ctl, symlink(links[i].target, p), "symlink %s", p);
+    }
+    /* the workspace and /tmp (the parent's tmpfs) */
+    path_join(p, sizeof p, n->root, "work");
+    CK(ctl, bind_mount(n->work, p, false, MS_NOSUID | MS_NODEV), "bind workspace");
+    path_join(p, sizeof p, n->root, "tmp");
+    CK(ctl, bind_mount(n->tmp, p, false, MS_NOSUID | MS_NODEV), "bind tmp");
+    /* a fresh /proc for the new pid namespace; others' processes invisible */
+    path_join(p, sizeof p, n->root, "proc");
+    CK(ctl, mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"), "mount /proc");
+    snprintf(q, sizeof q, "%s/proc/sys", n->root);
+    CK(ctl, bind_mount(q, q, true, MS_NOSUID | MS_NODEV | MS_NOEXEC), "make /proc/sys read-only");
+    /* the root itself read-only */
+    CK(ctl,
+       mount(NULL, n->root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL),
+       "remount the root read-only");
+}
+
+static void loopback_up(int ctl)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CK(ctl, s, "socket for lo");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    CK(ctl, ioctl(s, SIOCGIFFLAGS, &ifr), "get lo flags");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    CK(ctl, ioctl(s, SIOCSIFFLAGS, &ifr), "bring lo up");
+    close(s);
+}
+
+static int send_fds(int sock, char tag, const int *fds, size_t nfds)
+{
+    char payload = tag;
+    struct iovec iov = {.iov_base = &payload, .iov_len = 1};
+    union {
+        char b[CMSG_SPACE(sizeof(int) * NETWATCH_DNS_NFDS)];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds) {
+        mh.msg_control = u.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+static void set_rlimit(int ctl, int res, rlim_t v, const char *name)
+{
+    struct rlimit rl = {v, v};
+    CK(ctl, setrlimit(res, &rl), "setrlimit %s", name);
+}
+
+static void program_main(struct nrun *n, int ctl) __attribute__((noreturn));
+static void program_main(struct nrun *n, int ctl)
+{
+    const struct sandbox_spec *spec = n->spec;
+    close(n->status_p[1]);
+    CK(ctl, dup2(n->stdin_fd, 0), "dup2 stdin");
+    CK(ctl, dup2(n->out_p[1], 1), "dup2 stdout");
+    CK(ctl, dup2(n->err_p[1], 2), "dup2 stderr");
+    CK(ctl, chdir("/work"), "chdir /work");
+    /* Capabilities: empty the bounding set while we still may, then become
+     * uid 1000 (the kernel clears permitted/effective), then clear the rest
+     * and read it back. */
+    for (int c = 0; c <= 63; c++)
+        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+            child_fail(ctl, errno, "drop capability %d from the bounding set", c);
+    CK(ctl, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities");
+    CK(ctl, sys_setresgid(SANDBOX_UID), "setresgid");
+    CK(ctl, sys_setresuid(SANDBOX_UID), "setresuid");
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    CK(ctl, syscall(SYS_capset, &hdr, data), "capset");
+    CK(ctl, syscall(SYS_capget, &hdr, data), "capget");
+    if (data[0].effective || data[0].permitted || data[0].inheritable || data[1].effective ||
+        data[1].permitted || data[1].inheritable)
+        child_fail(ctl, 0, "capabilities still held after the drop");
+    uid_t ru, eu, su;
+    if (getresuid(&ru, &eu, &su) < 0 || ru != SANDBOX_UID || eu != SANDBOX_UID || su != SANDBOX_UID)
+        child_fail(ctl, 0, "uid is not %d after setresuid", SANDBOX_UID);
+    /* every inherited fd closes at exec (ctl too: its EOF tells the parent) */
+    CK(ctl, syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC), "close_range");
+    CK(ctl, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
+    if (n->have_prog) {
+        /* last step: the filter, then hand its listener over (write/read only) */
+        int lfd = seccomp_prog_load(&n->prog);
+        if (lfd < 0)
+            child_fail(ctl, -lfd, "load the seccomp filter");
+        char m[16];
+        int ml = snprintf(m, sizeof m, "L%d", lfd);
+        if (write(ctl, m, (size_t)ml) != ml)
+            _exit(127);
+        char ack;
+        if (read(ctl, &ack, 1) != 1 || ack != 'A')
+            _exit(127);
+        close(lfd);
+    }
+    execve(spec->argv[0], (char *const *)spec->argv, (char *const *)n->envp);
+    child_fail(ctl, errno, "execve %s", spec->argv[0]);
+}
+
+static int init_main(struct nrun *n) __attribute__((noreturn));
+static int init_main(struct nrun *n)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* Keep only our five fds, renumbered 3..7, and close everything else we
+     * inherited: in a threaded parent that includes other runs' pipes and
+     * control sockets, whose EOF must not wait for this sandbox. */
+    int keep[5] = {n->ctl[1], n->out_p[1], n->err_p[1], n->status_p[1], n->stdin_fd};
+    for (int i = 0; i < 5; i++) {
+        keep[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
+        if (keep[i] < 0)
+            _exit(127);
+    }
+    for (int i = 0; i < 5; i++)
+        if (dup3(keep[i], 3 + i, O_CLOEXEC) < 0)
+            _exit(127);
+    if (syscall(SYS_close_range, 8u, ~0u, 0u) < 0)
+        _exit(127);
+    n->ctl[1] = 3;
+    n->out_p[1] = 4;
+    n->err_p[1] = 5;
+    n->status_p[1] = 6;
+    n->stdin_fd = 7;
+    n->ctl[0] = n->out_p[0] = n->err_p[0] = n->status_p[0] = -1;
+    int ctl = n->ctl[1];
+    char go;
+    if (read(ctl, &go, 1) != 1 || go != 'G')
+        _exit(127); /* the parent gave up */
+    /* become uid/gid 0 of the new namespace (host SANDBOX_HOST_UID_BASE) */
+    CK(ctl, sys_setresgid(0), "setresgid 0");
+    CK(ctl, sys_setresuid(0), "setresuid 0");
+    if (n->cg.mode != CGROUP_NONE)
+        CK(ctl, unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace");
+    CK(ctl, sethostname("clearbox", 8), "sethostname");
+    CK(ctl, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "make / private");
+    CK(ctl,
+       mount("tmpfs", n->root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=128,mode=0755"),
+       "mount the root tmpfs");
+    build_root(n, ctl);
+    CK(ctl, chdir(n->root), "chdir to the new root");
+    CK(ctl, syscall(SYS_pivot_root, ".", "."), "pivot_root");
+    CK(ctl, umount2(".", MNT_DETACH), "detach the old root");
+    CK(ctl, chdir("/"), "chdir /");
+    loopback_up(ctl);
+    int dns[NETWATCH_DNS_NFDS];
+    int rc = netwatch_dns_open(dns);
+    if (rc < 0)
+        child_fail(ctl, -rc, "open the DNS stub sockets");
+    int pass[NETWATCH_DNS_NFDS];
+    size_t np = 0;
+    char have = 0;
+    for (int i = 0; i < NETWATCH_DNS_NFDS; i++) {
+        if (dns[i] >= 0) {
+            pass[np++] = dns[i];
+            have |= (char)(1 << i);
+        }
+    }
+    CK(ctl, send_fds(ctl, (char)('D' | 0), pass, np), "send the DNS sockets");
+    char mask[2] = {'M', (char)('0' + have)};
+    CK(ctl, write(ctl, mask, 2), "send the DNS mask");
+    for (size_t i = 0; i < np; i++)
+        close(pass[i]);
+    /* limits every process of the sandbox inherits */
+    const struct sandbox_limits *l = &n->r->limits;
+    set_rlimit(ctl, RLIMIT_NOFILE, l->open_files_max, "NOFILE");
+    set_rlimit(ctl, RLIMIT_FSIZE, l->disk_max_bytes, "FSIZE");
+    set_rlimit(ctl, RLIMIT_CORE, 0, "CORE");
+    set_rlimit(ctl, RLIMIT_MEMLOCK, 64 << 10, "MEMLOCK");
+    set_rlimit(ctl, RLIMIT_MSGQUEUE, 0, "MSGQUEUE");
+    /* a per-process CPU backstop a little past the cgroup's limit */
+    set_rlimit(ctl, RLIMIT_CPU, (rlim_t)(l->cpu_time_ms / 1000 + 2), "CPU");
+    /* vfork: init's address space is a copy of clearbox's (large); the
+     * program child only reads it and ends in execve or _exit, and init has
+     * nothing to do until then, so sharing it saves the page-table copy.
+     * Everything the child changes (ids, caps, fds, filter) is per task. */
+    pid_t prog = vfork();
+    if (prog < 0)
+        child_fail(ctl, errno, "fork the program");
+    if (prog == 0)
+        program_main(n, ctl);
+    close(ctl);
+    close(n->out_p[1]);
+    close(n->err_p[1]);
+    close(n->stdin_fd);
+    /* reap everything; report the program's status and leave: the kernel
+     * then kills whatever it left behind in this pid namespace */
+    for (;;) {
+        int st;
+        pid_t w = waitpid(-1, &st, 0);
+        if (w == prog) {
+            ssize_t wr = write(n->status_p[1], &st, sizeof st);
+            (void)wr;
+            _exit(0);
+        }
+        if (w < 0 && errno == ECHILD)
+            _exit(1);
+    }
+}
+
+/* ======================================================================
+ * Parent side.
+ * ==================================================================== */
+
+/* The hierarchies do not move while we run: detect once per process. */
+static struct cgroup_mounts mounts_cached;
+static int mounts_rc;
+static pthread_once_t mounts_once = PTHREAD_ONCE_INIT;
+static void mounts_detect_once(void)
+{
+    mounts_rc = cgroup_mounts_detect(&mounts_cached, NULL, NULL, 0);
+}
+
+/* Built filters, kept for the life of the process (one per policy name). */
+static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct seccomp_prog prog_cache[4];
+static size_t prog_cached;
+static int prog_get(const char *name, struct seccomp_prog *out, char *err, size_t errlen)
+{
+    int rc = 0;
+    pthread_mutex_lock(&prog_lock);
+    size_t i = 0;
+    while (i < prog_cached && strcmp(prog_cache[i].name, name))
+        i++;
+    if (i == prog_cached) {
+        if (prog_cached == sizeof prog_cache / sizeof prog_cache[0]) {
+            rc = err_set(err, errlen, -E2BIG, "too many seccomp policies in one process");
+            goto out;
+        }
+        if ((rc = seccomp_policy_build(name, &prog_cache[i], err, errlen)) < 0)
+            goto out;
+        prog_cached++;
+    }
+    *out = prog_cache[i]; /* shares the instructions; never freed */
+out:
+    pthread_mutex_unlock(&prog_lock);
+    return rc;
+}
+
+static pthread_once_t groups_once = PTHREAD_ONCE_INIT;
+static void drop_groups(void)
+{
+    if (geteuid() == 0)
+        setgroups(0, NULL);
+}
+
+static int write_proc(pid_t pid, const char *file, const char *text, char *err, size_t errlen)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/%s", (int)pid, file);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(err, errlen, -errno, "open %s", p);
+    size_t len = strlen(text);
+    ssize_t w = write(fd, text, len);
+    int e = w < 0 ? -errno : ((size_t)w == len ? 0 : -EIO);
+    close(fd);
+    if (e < 0)
+        return err_sys(err, errlen, e, "write %s", p);
+    return 0;
+}
+
+static void copy_str(char *dst, size_t n, const char *src)
+{
+    size_t l = strnlen(src, n - 1);
+    memcpy(dst, src, l);
+    dst[l] = '\0';
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static int state_prepare(struct nrun *n, char *err, size_t errlen)
+{
+    const struct sandbox_spec *spec = n->spec;
+    const char *sd = spec->state_dir ? spec->state_dir : SANDBOX_STATE_DIR_DEFAULT;
+    if (mkdir(sd, 0711) < 0 && errno != EEXIST)
+        return err_sys(err, errlen, -errno, "mkdir %s", sd);
+    struct stat st;
+    if (lstat(sd, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return err_set(err, errlen, -EPERM, "%s is not a directory owned by us", sd);
+    if (snprintf(n->state, sizeof n->state, "%s/%s", sd, n->id) >= (int)sizeof n->state)
+        return err_set(err, errlen, -ENAMETOOLONG, "state path too long");
+    if (mkdir(n->state, 0711) < 0)
+        return err_sys(err, errlen, -errno, "mkdir %s", n->state);
+    n->state_made = true;
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/lock", n->state);
+    n->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (n->lock_fd < 0 || flock(n->lock_fd, LOCK_EX | LOCK_NB) < 0)
+        return err_sys(err, errlen, -errno, "lock %s", p);
+    if (snprintf(n->ws, sizeof n->ws, "%s/ws", n->state) >= (int)sizeof n->ws ||
+        snprintf(n->root, sizeof n->root, "%s/root", n->state) >= (int)sizeof n->root ||
+        snprintf(n->work, sizeof n->work, "%s/work", n->ws) >= (int)sizeof n->work ||
+        snprintf(n->tmp, sizeof n->tmp, "%s/tmp", n->ws) >= (int)sizeof n->tmp)
+        return err_set(err, errlen, -ENAMETOOLONG, "state path too long");
+    if (mkdir(n->ws, 0700) < 0 || mkdir(n->root, 0755) < 0)
+        return err_sys(err, errlen, -errno, "mkdir in %s", n->state);
+    n->root_made = true;
+    uid_t hu = SANDBOX_HOST_UID_BASE + SANDBOX_UID;
+    char opts[128];
+    snprintf(opts, sizeof opts, "size=%" PRIu64 ",mode=0755,uid=%u,gid=%u",
+             n->r->limits.disk_max_bytes, (unsigned)hu, (unsigned)hu);
+    if (mount("tmpfs", n->ws, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+        return err_sys(err, errlen, -errno, "mount the workspace tmpfs on %s", n->ws);
+    n->ws_mounted = true;
+    if (mkdir(n->work, 0755) < 0 || chown(n->work, hu, hu) < 0 || mkdir(n->tmp, 01777) < 0 ||
+        chown(n->tmp, hu, hu) < 0 || chmod(n->tmp, 01777) < 0)
+        return err_sys(err, errlen, -errno, "prepare the workspace");
+    /* the program file and the extra files */
+    struct sandbox_file files[SANDBOX_FILES_MAX + 1];
+    size_t nf = 0;
+    if (spec->code && spec->code_name)
+        files[nf++] = (struct sandbox_file){spec->code_name, spec->code, spec->code_len, false};
+    for (size_t i = 0; i < spec->nfiles && nf < SANDBOX_FILES_MAX + 1; i++)
+        files[nf++] = spec->files[i];
+    for (size_t i = 0; i < nf; i++) {
+        const char *name = files[i].name;
+        if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+            return err_set(err, errlen, -EINVAL, "bad workspace file name '%s'", name ? name : "");
+        snprintf(p, sizeof p, "%s/%s", n->work, name);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                      files[i].executable ? 0755 : 0644);
+        if (fd < 0)
+            return err_sys(err, errlen, -errno, "create %s", p);
+        int rc = write_all_fd(fd, files[i].data, files[i].len) < 0 ? -errno : 0;
+        if (rc == 0 && fchown(fd, hu, hu) < 0)
+            rc = -errno;
+        close(fd);
+        if (rc < 0)
+            return err_sys(err, errlen, rc, "write %s (disk limit %" PRIu64 " bytes?)", p,
+                           n->r->limits.disk_max_bytes);
+    }
+    return 0;
+}
+
+/* Copy regular files and directories from src to dst, never following links. */
+static int copy_tree(int sfd, int dfd, int depth, uint64_t *budget, unsigned *files)
+{
+    if (depth > OUTPUT_COPY_DEPTH_MAX)
+        return -ELOOP;
+    DIR *d = fdopendir(sfd);
+    if (!d) {
+        close(sfd);
+        return -errno;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && rc == 0) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (++*files > OUTPUT_COPY_FILES_MAX)
+            return closedir(d), -E2BIG;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (mkdirat(dfd, de->d_name, 0755) < 0 && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            int s2 = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int d2 = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (s2 >= 0 && d2 >= 0)
+                rc = copy_tree(s2, d2, depth + 1, budget, files);
+            else if (s2 >= 0)
+                close(s2);
+            if (d2 >= 0)
+                close(d2);
+        } else if (S_ISREG(st.st_mode)) {
+            if ((uint64_t)st.st_size > *budget) {
+                rc = -EFBIG;
+                break;
+            }
+            int in = openat(dirfd(d), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+            int out = openat(dfd, de->d_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                             st.st_mode & 0755);
+            char b[65536];
+            ssize_t r;
+            while (in >= 0 && out >= 0 && (r = read(in, b, sizeof b)) > 0) {
+                if ((uint64_t)r > *budget) {
+                    rc = -EFBIG;
+                    break;
+                }
+                *budget -= (uint64_t)r;
+                if (write_all_fd(out, b, (size_t)r) < 0) {
+                    rc = -errno;
+                    break;
+                }
+            }
+            if (in >= 0)
+                close(in);
+            if (out >= 0)
+                close(out);
+        } /* symlinks, fifos, sockets, devices: skipped */
+    }
+    closedir(d);
+    return rc;
+}
+
+static int output_copy(struct nrun *n, char *err, size_t errlen)
+{
+    const char *dst = n->spec->output_dir;
+    if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+        return err_sys(err, errlen, -errno, "mkdir %s", dst);
+    int s = open(n->work, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int d = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s < 0 || d < 0) {
+        int e = -errno;
+        if (s >= 0)
+            close(s);
+        if (d >= 0)
+            close(d);
+        return err_sys(err, errlen, e, "open %s", s < 0 ? n->work : dst);
+    }
+    uint64_t budget = n->r->limits.disk_max_bytes;
+    unsigned files = 0;
+    int rc = copy_tree(s, d, 0, &budget, &files);
+    close(d);
+    if (rc < 0)
+        return err_sys(err, errlen, rc, "copy the workspace to %s", dst);
+    return 0;
+}
+
+static void state_cleanup(struct nrun *n)
+{
+    if (n->ws_mounted && umount2(n->ws, MNT_DETACH) == 0)
+        n->ws_mounted = false;
+    if (n->state_made) {
+        if (!n->ws_mounted)
+            rmdir(n->ws);
+        if (n->root_made)
+            rmdir(n->root);
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/lock", n->state);
+        unlink(p);
+        rmdir(n->state);
+    }
+    close_fd(&n->lock_fd);
+}
+
+static void decide(struct nrun *n, enum sandbox_status s)
+{
+    if (n->decided < 0)
+        n->decided = (int)s;
+}
+
+static void kill_all(struct nrun *n)
+{
+    if (n->init_pid > 0)
+        kill(n->init_pid, SIGKILL);
+    n->killed = true;
+}
+
+/* netwatch callback: one security event (runs on the supervisor thread). */
+static void on_netwatch(const struct netwatch_event *ev, void *arg)
+{
+    struct nrun *n = arg;
+    char storage[1024];
+    struct buf b;
+    buf_init(&b, storage, sizeof storage, sizeof storage - 1);
+    struct json w;
+    json_init(&w, &b);
+    /* members only: render an object and strip the braces */
+    json_obj_open(&w);
+    json_kv_str(&w, "syscall", ev->syscall);
+    if (ev->reason == NETWATCH_NETWORK_ATTEMPT) {
+        json_kv_str(&w, "family", ev->family);
+        json_key(&w, "protocol");
+        ev->protocol[0] ? json_str(&w, ev->protocol) : json_null_value(&w);
+        json_kv_str(&w, "address", ev->address);
+        json_key(&w, "port");
+        ev->port >= 0 ? json_int(&w, ev->port) : json_null_value(&w);
+        json_kv_str(&w, "attempted_host", ev->attempted_host);
+        if (ev->dns_type[0])
+            json_kv_str(&w, "dns_type", ev->dns_type);
+    } else {
+        json_kv_str(&w, "arch", ev->arch);
+    }
+    json_obj_close(&w);
+    if (!json_ok(&w) || b.len < 2)
+        return;
+    b.data[b.len - 1] = '\0';
+    pthread_mutex_lock(&n->ev_lock);
+    sandbox_result_add_event(n->r, ev->reason_name, ev->blocked, b.data + 1);
+    pthread_mutex_unlock(&n->ev_lock);
+}
+
+/* Receive one control message; returns its length (0 = EOF) and any fds. */
+static ssize_t ctl_recv(int sock, char *msg, size_t max, int *fds, size_t *nfds)
+{
+    struct iovec iov = {.iov_base = msg, .iov_len = max};
+    union {
+        char b[CMSG_SPACE(sizeof(int) * NETWATCH_DNS_NFDS)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof u.b};
+    ssize_t r;
+    do
+        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    *nfds = 0;
+    if (r < 0)
+        return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *in = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < k; i++) {
+            if (*nfds < NETWATCH_DNS_NFDS)
+                fds[(*nfds)++] = in[i];
+            else
+                close(in[i]);
+        }
+    }
+    return r;
+}
+
+/* The program's pid as we see it: the only child of init at this point. */
+static pid_t program_pid(pid_t init)
+{
+    char p[64], b[64];
+    snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)init, (int)init);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t r = read(fd, b, sizeof b - 1);
+    close(fd);
+    if (r <= 0)
+        return -1;
+    b[r] = '\0';
+    return (pid_t)strtol(b, NULL, 10);
+}
+
+/* Wait until the program has exec'd (or setup failed). */
+static int setup_wait(struct nrun *n, char *err, size_t errlen)
+{
+    int dns[NETWATCH_DNS_NFDS] = {-1, -1, -1, -1};
+    int got[NETWATCH_DNS_NFDS];
+    size_t ngot = 0;
+    int rc = 0;
+    uint64_t deadline = time_mono_ns() + SETUP_TIMEOUT_MS * 1000000ull;
+    for (;;) {
+        uint64_t now = time_mono_ns();
+        if (now >= deadline) {
+            rc = err_set(err, errlen, -ETIMEDOUT, "sandbox setup took more than %d ms",
+                         SETUP_TIMEOUT_MS);
+            break;
+        }
+        struct pollfd pf = {.fd = n->ctl[0], .events = POLLIN};
+        int pr = poll(&pf, 1, (int)((deadline - now) / 1000000ull) + 1);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            continue;
+        char msg[CTL_MSG_MAX + 1];
+        int fds[NETWATCH_DNS_NFDS];
+        size_t nfds;
+        ssize_t len = ctl_recv(n->ctl[0], msg, CTL_MSG_MAX, fds, &nfds);
+        if (len < 0) {
+            rc = err_sys(err, errlen, (int)len, "read the sandbox control channel");
+            break;
+        }
+        if (len == 0)
+            break; /* EOF: exec'd */
+        msg[len] = '\0';
+        if (msg[0] == 'E') {
+            for (size_t i = 0; i < nfds; i++)
+                close(fds[i]);
+            rc = err_set(err, errlen, -EPERM, "sandbox setup failed: %s", msg + 1);
+            break;
+        } else if (msg[0] == 'D') {
+            for (size_t i = 0; i < nfds; i++)
+                got[ngot++] = fds[i];
+        } else if (msg[0] == 'M' && len == 2) {
+            mark(n, "root_built");
+            int mask = msg[1] - '0';
+            size_t k = 0;
+            for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+                if ((mask & (1 << i)) && k < ngot)
+                    dns[i] = got[k++];
+            ngot = 0;
+        } else if (msg[0] == 'L') {
+            mark(n, "filter_loaded");
+            int fdnum = atoi(msg + 1);
+            pid_t prog = program_pid(n->init_pid);
+            int lfd = prog > 0 ? seccomp_listener_fetch(prog, fdnum, err, errlen)
+                               : err_set(err, errlen, -ESRCH, "cannot find the program's pid");
+            if (lfd < 0) {
+                rc = lfd;
+                break;
+            }
+            struct netwatch_config cfg;
+            netwatch_config_init(&cfg);
+            cfg.listener_fd = lfd;
+            memcpy(cfg.dns_fds, dns, sizeof dns);
+            for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+                dns[i] = -1; /* netwatch owns them now */
+            cfg.on_event = on_netwatch;
+            cfg.arg = n;
+            cfg.max_events_per_reason = SANDBOX_EVENTS_PER_REASON;
+            if ((rc = netwatch_start(&cfg, &n->nw, err, errlen)) < 0)
+                break;
+            mark(n, "supervisor_started");
+            if (write(n->ctl[0], "A", 1) != 1) {
+                rc = err_sys(err, errlen, -errno, "ack the program");
+                break;
+            }
+        } else {
+            for (size_t i = 0; i < nfds; i++)
+                close(fds[i]);
+        }
+    }
+    /* no seccomp: the DNS stub still runs */
+    if (rc == 0 && !n->nw && (dns[0] >= 0 || dns[1] >= 0)) {
+        struct netwatch_config cfg;
+        netwatch_config_init(&cfg);
+        memcpy(cfg.dns_fds, dns, sizeof dns);
+        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+            dns[i] = -1;
+        cfg.on_event = on_netwatch;
+        cfg.arg = n;
+        rc = netwatch_start(&cfg, &n->nw, err, errlen);
+    }
+    for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
+        if (dns[i] >= 0)
+            close(dns[i]);
+    for (size_t i = 0; i < ngot; i++)
+        close(got[i]);
+    return rc;
+}
+
+static void build_env(struct nrun *n)
+{
+    const struct sandbox_spec *spec = n->spec;
+    static const char *const base[] = {"PATH=/usr/bin:/bin", "HOME=/work", "LANG=C.UTF-8"};
+    size_t k = 0;
+    for (size_t i = 0; i < 3; i++) {
+        bool overridden = false;
+        size_t kl = (size_t)(strchr(base[i], '=') - base[i]) + 1;
+        for (size_t j = 0; spec->env && spec->env[j]; j++)
+            if (!strncmp(spec->env[j], base[i], kl))
+                overridden = true;
+        if (!overridden)
+            n->envp[k++] = base[i];
+    }
+    if (spec->traceparent && *spec->traceparent) {
+        snprintf(n->env_tp, sizeof n->env_tp, "TRACEPARENT=%s", spec->traceparent);
+        n->envp[k++] = n->env_tp;
+    }
+    for (size_t j = 0; spec->env && spec->env[j] && k < SANDBOX_ENV_MAX + 6; j++)
+        n->envp[k++] = spec->env[j];
+    n->envp[k] = NULL;
+}
+
+/* Read what is there; enforce the per-stream limit. false at EOF. */
+static bool pump(struct nrun *n, int *fd, struct buf *b, bool *trunc)
+{
+    char chunk[65536];
+    for (;;) {
+        ssize_t r = read(*fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return true; /* EAGAIN */
+        if (r == 0) {
+            close_fd(fd);
+            return false;
+        }
+        if (*trunc)
+            continue; /* discard after the limit */
+        size_t room = b->max - b->len;
+        if ((size_t)r > room) {
+            buf_append(b, chunk, room);
+            *trunc = true;
+            decide(n, SANDBOX_OUTPUT_LIMIT);
+            kill_all(n);
+            continue;
+        }
+        buf_append(b, chunk, (size_t)r);
+    }
+}
+
+static void check_limits(struct nrun *n)
+{
+    if (n->cg.mode == CGROUP_NONE)
+        return;
+    cgroup_sample(&n->cg, time_mono_ns());
+    cgroup_sample_events(&n->cg);
+    if (n->cg.u.oom_kills > 0) {
+        decide(n, SANDBOX_MEMORY_LIMIT);
+        kill_all(n);
+    } else if (n->cg.u.pids_max_hits > 0) {
+        decide(n, SANDBOX_PIDS_LIMIT);
+        kill_all(n);
+    } else if (n->cg.u.cpu_total_ns >= 0 && (uint64_t)n->cg.u.cpu_total_ns >= n->cpu_limit_ns) {
+        decide(n, SANDBOX_CPU_TIME_LIMIT);
+        kill_all(n);
+    }
+}
+
+static void supervise(struct nrun *n)
+{
+    const struct sandbox_spec *spec = n->spec;
+    struct sandbox_result *r = n->r;
+    uint64_t deadline = n->t_exec + r->limits.wall_timeout_ms * 1000000ull;
+    uint64_t next_sample = n->t_exec;
+    bool init_gone = false;
+    uint64_t drain_deadline = 0;
+    while (n->out_p[0] >= 0 || n->err_p[0] >= 0 || !init_gone) {
+        uint64_t now = time_mono_ns();
+        if (spec->cancel && *spec->cancel && !n->killed) {
+            decide(n, SANDBOX_KILLED);
+            kill_all(n);
+        }
+        if (now >= deadline && !n->killed) {
+            decide(n, SANDBOX_TIMEOUT);
+            kill_all(n);
+        }
+        if (now >= next_sample && !init_gone) {
+            check_limits(n);
+            /* sample often at first (short programs), then every 10 ms */
+            uint64_t age = now - n->t_exec;
+            next_sample = now + (age < 20000000ull ? 1000000ull : 10000000ull);
+        }
+        if (init_gone) {
+            if (!drain_deadline)
+                drain_deadline = now + 1000000000ull;
+            else if (now > drain_deadline)
+                break;
+        }
+        struct pollfd pf[3];
+        int np = 0, io = -1, ie = -1, ip = -1;
+        if (n->out_p[0] >= 0)
+            io = np, pf[np++] = (struct pollfd){.fd = n->out_p[0], .events = POLLIN};
+        if (n->err_p[0] >= 0)
+            ie = np, pf[np++] = (struct pollfd){.fd = n->err_p[0], .events = POLLIN};
+        if (!init_gone)
+            ip = np, pf[np++] = (struct pollfd){.fd = n->pidfd, .events = POLLIN};
+        uint64_t wake = next_sample < deadline ? next_sample : deadline;
+        int tmo = 10;
+        if (wake > now && (wake - now) / 1000000ull < 10)
+            tmo = (int)((wake - now) / 1000000ull) + 1;
+        if (init_gone)
+            tmo = 10;
+        int pr = poll(pf, (nfds_t)np, tmo);
+        if (pr <= 0)
+            continue;
+        if (io >= 0 && pf[io].revents)
+            pump(n, &n->out_p[0], &r->out, &r->out_truncated);
+        if (ie >= 0 && pf[ie].revents)
+            pump(n, &n->err_p[0], &r->err, &r->err_truncated);
+        if (ip >= 0 && pf[ip].revents) {
+            init_gone = true;
+            n->t_end = time_mono_ns();
+            int st;
+            ssize_t rd = read(n->status_p[0], &st, sizeof st);
+            if (rd == (ssize_t)sizeof st) {
+                n->prog_done = true;
+                n->prog_wstatus = st;
+            }
+        }
+    }
+    if (!n->t_end)
+        n->t_end = time_mono_ns();
+    mark(n, "program_ended");
+}
+
+static void finish_result(struct nrun *n)
+{
+    struct sandbox_result *r = n->r;
+    struct cgroup_usage *u = &n->cg.u;
+    if (n->prog_done) {
+        if (WIFEXITED(n->prog_wstatus)) {
+            r->exit_code = WEXITSTATUS(n->prog_wstatus);
+        } else if (WIFSIGNALED(n->prog_wstatus)) {
+            r->signal = WTERMSIG(n->prog_wstatus);
+        }
+    } else {
+        r->signal = SIGKILL; /* we ended it */
+    }
+    if (n->cg.mode != CGROUP_NONE) {
+        if (u->oom_kills > 0)
+            decide(n, SANDBOX_MEMORY_LIMIT);
+        else if (u->pids_max_hits > 0)
+            decide(n, SANDBOX_PIDS_LIMIT);
+        else if (u->cpu_total_ns >= 0 && (uint64_t)u->cpu_total_ns >= n->cpu_limit_ns)
+            decide(n, SANDBOX_CPU_TIME_LIMIT);
+    }
+    if (r->signal == SIGXCPU)
+        decide(n, SANDBOX_CPU_TIME_LIMIT);
+    r->status = n->decided >= 0 ? (enum sandbox_status)n->decided : SANDBOX_COMPLETED;
+    /* the limit that fired is a security event (DESIGN.md audit reasons) */
+    char m[256];
+    const struct sandbox_limits *l = &r->limits;
+    switch (r->status) {
+    case SANDBOX_TIMEOUT:
+        snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"ms\"", l->wall_timeout_ms);
+        break;
+    case SANDBOX_CPU_TIME_LIMIT:
+        snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"ms\",\"observed\":%" PRId64,
+                 l->cpu_time_ms, u->cpu_total_ns >= 0 ? u->cpu_total_ns / 1000000 : -1);
+        break;
+    case SANDBOX_MEMORY_LIMIT:
+        snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"bytes\",\"oom_kills\":%" PRId64,
+                 l->memory_max_bytes, u->oom_kills);
+        break;
+    case SANDBOX_PIDS_LIMIT:
+        snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"tasks\",\"refused_forks\":%" PRId64,
+                 l->pids_max, u->pids_max_hits);
+        break;
+    case SANDBOX_OUTPUT_LIMIT:
+        snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"bytes\",\"stream\":\"%s\"",
+                 l->output_max_bytes, r->out_truncated ? "stdout" : "stderr");
+        break;
+    default: m[0] = '\0';
+    }
+    if (m[0])
+        sandbox_result_add_event(r, sandbox_status_name(r->status), true, m);
+    if (r->signal == SIGXFSZ) {
+        snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"bytes\"", l->disk_max_bytes);
+        sandbox_result_add_event(r, "file_size_limit", true, m);
+    }
+    if (r->signal)
+        r->exit_code = -1;
+}
+
+static void fill_resources(struct nrun *n)
+{
+    struct sandbox_result *r = n->r;
+    struct sandbox_resources *s = &r->res;
+    struct cgroup_usage *u = &n->cg.u;
+    s->wall_seconds = (double)(n->t_end - n->t_exec) / 1e9;
+    s->container_count = 1;
+    if (n->cg.mode == CGROUP_NONE) {
+        sandbox_result_degrade(r, "accounting");
+        s->estimated_cost_cents = r->pricing.cents_per_evaluation;
+        return;
+    }
+    if (u->cpu_user_ns >= 0)
+        s->cpu_user_seconds = (double)u->cpu_user_ns / 1e9;
+    if (u->cpu_system_ns >= 0)
+        s->cpu_system_seconds = (double)u->cpu_system_ns / 1e9;
+    if (u->cpu_total_ns >= 0)
+        s->cpu_seconds = (double)u->cpu_total_ns / 1e9;
+    else if (u->cpu_user_ns >= 0 && u->cpu_system_ns >= 0)
+        s->cpu_seconds = s->cpu_user_seconds + s->cpu_system_seconds;
+    if (u->memory_peak >= 0)
+        s->memory_peak_mb = (double)u->memory_peak / (1024.0 * 1024.0);
+    s->memory_mb_seconds = u->memory_mb_seconds;
+    s->pids_peak = u->pids_peak;
+    s->io_read_bytes = u->io_read_bytes;
+    s->io_write_bytes = u->io_write_bytes;
+    if (!n->cg.peak_native)
+        sandbox_result_degrade(r, "memory_peak_sampled");
+    if (!n->cg.pids_peak_native)
+        sandbox_result_degrade(r, "pids_peak_sampled");
+    if (s->cpu_seconds < 0)
+        sandbox_result_degrade(r, "cpu_accounting");
+    double cents = r->pricing.cents_per_evaluation;
+    if (s->cpu_seconds > 0)
+        cents += s->cpu_seconds * r->pricing.cents_per_cpu_second;
+    if (s->memory_mb_seconds > 0)
+        cents += s->memory_mb_seconds / 1024.0 * r->pricing.cents_per_gb_second;
+    s->estimated_cost_cents = cents;
+}
+
+int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *r, char *err,
+                        size_t errlen)
+{
+    struct nrun nn, *n = &nn;
+    memset(n, 0, sizeof *n);
+    n->spec = spec;
+    n->r = r;
+    n->t0 = time_mono_ns();
+    n->decided = -1;
+    n->lock_fd = n->stdin_fd = n->pidfd = -1;
+    n->out_p[0] = n->out_p[1] = n->err_p[0] = n->err_p[1] = -1;
+    n->ctl[0] = n->ctl[1] = n->status_p[0] = n->status_p[1] = -1;
+    pthread_mutex_init(&n->ev_lock, NULL);
+    snprintf(n->id, sizeof n->id, "%s", r->eval_id);
+    n->cpu_limit_ns = r->limits.cpu_time_ms * 1000000ull;
+    int rc = 0;
+    const char *reason = "sandbox_failed";
+    char e2[ERR_LEN];
+
+    if (geteuid() != 0) {
+        rc = sandbox__fail(r, -EPERM, "sandbox_unavailable", err, errlen,
+                           "the native engine needs root in this version (unprivileged mode with a "
+                           "delegated cgroup is not implemented yet); run clearbox as root");
+        goto out;
+    }
+    pthread_once(&groups_once, drop_groups);
+
+    /* seccomp policy (parent side, may allocate) */
+    const char *pol = spec->seccomp_policy ? spec->seccomp_policy : SECCOMP_POLICY_DEFAULT;
+    if (spec->no_seccomp) {
+        sandbox_result_degrade(r, "seccomp");
+        snprintf(r->seccomp_name, sizeof r->seccomp_name, "none");
+    } else {
+        /* built once per process and policy: libseccomp takes ~4 ms */
+        if ((rc = prog_get(pol, &n->prog, e2, sizeof e2)) < 0) {
+            rc = sandbox__fail(r, rc, "policy_invalid", err, errlen, "seccomp policy: %s", e2);
+            goto out;
+        }
+        n->have_prog = true;
+        copy_str(r->seccomp_name, sizeof r->seccomp_name, n->prog.name);
+        copy_str(r->seccomp_sha256, sizeof r->seccomp_sha256, n->prog.sha256);
+        mark(n, "seccomp_built");
+        copy_str(r->seccomp_name, sizeof r->seccomp_name, n->prog.name);
+        copy_str(r->seccomp_sha256, sizeof r->seccomp_sha256, n->prog.sha256);
+    }
+
+    /* cgroups */
+    if (spec->cgroup_root) {
+        rc = cgroup_mounts_detect(&n->mounts, spec->cgroup_root, e2, sizeof e2);
+    } else {
+        pthread_once(&mounts_once, mounts_detect_once);
+        rc = mounts_rc;
+        n->mounts = mounts_cached;
+        snprintf(e2, sizeof e2, "cannot read /proc/self/mountinfo");
+    }
+    if (rc < 0) {
+        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
+        goto out;
+    }
+    snprintf(r->cgroup_mode, sizeof r->cgroup_mode, "%s", cgroup_mode_name(n->mounts.mode));
+    if (n->mounts.mode == CGROUP_NONE) {
+        sandbox_result_degrade(r, "memory_limit");
+        sandbox_result_degrade(r, "pids_limit");
+        sandbox_result_degrade(r, "cpu_limit");
+    }
+    struct cgroup_limits cl = {r->limits.memory_max_bytes, r->limits.pids_max,
+                               r->limits.cpu_cores_milli};
+    if ((rc = cgroup_create(&n->cg, &n->mounts,
+                            spec->cgroup_parent ? spec->cgroup_parent
+                                                : SANDBOX_CGROUP_PARENT_DEFAULT,
+                            n->id, &cl, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
+        goto out;
+    }
+    if (n->cg.mode != CGROUP_NONE && !n->cg.swap_limited)
+        sandbox_result_degrade(r, "swap_limit");
+    if (n->cg.mode == CGROUP_V1 && !n->cg.made[CG_FREEZER])
+        sandbox_result_degrade(r, "freezer");
+    mark(n, "cgroup_made");
+
+    if ((rc = state_prepare(n, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "workspace_failed", err, errlen, "workspace: %s", e2);
+        goto out;
+    }
+    if (spec->stdin_data) {
+        n->stdin_fd = memfd_create("stdin", MFD_CLOEXEC);
+        if (n->stdin_fd < 0 || write_all_fd(n->stdin_fd, spec->stdin_data, spec->stdin_len) < 0 ||
+            lseek(n->stdin_fd, 0, SEEK_SET) < 0) {
+            rc = sandbox__fail(r, -errno, reason, err, errlen, "stdin: %s",
+                               strerror_r(errno, e2, sizeof e2));
+            goto out;
+        }
+    } else {
+        n->stdin_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (n->stdin_fd < 0 || pipe2(n->out_p, O_CLOEXEC) < 0 || pipe2(n->err_p, O_CLOEXEC) < 0 ||
+        pipe2(n->status_p, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, n->ctl) < 0) {
+        rc = sandbox__fail(r, -errno, reason, err, errlen, "pipes: %s",
+                           strerror_r(errno, e2, sizeof e2));
+        goto out;
+    }
+    build_env(n);
+    mark(n, "workspace_ready");
+
+    pid_t pid = (pid_t)syscall(SYS_clone,
+                               CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+                                   CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,
+                               0, 0, 0, 0);
+    if (pid < 0) {
+        rc = sandbox__fail(r, -errno, "namespace_failed", err, errlen,
+                           "clone into new namespaces: %s (are user namespaces allowed?)",
+                           strerror_r(errno, e2, sizeof e2));
+        goto out;
+    }
+    if (pid == 0)
+        init_main(n);
+    n->init_pid = pid;
+    close_fd(&n->ctl[1]);
+    close_fd(&n->out_p[1]);
+    close_fd(&n->err_p[1]);
+    close_fd(&n->status_p[1]);
+    close_fd(&n->stdin_fd);
+    n->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    mark(n, "cloned");
+    char map[128];
+    snprintf(map, sizeof map, "0 %u 1\n%u %u 1\n", SANDBOX_HOST_UID_BASE, SANDBOX_UID,
+             SANDBOX_HOST_UID_BASE + SANDBOX_UID);
+    if (n->pidfd < 0) {
+        rc = sandbox__fail(r, -errno, reason, err, errlen, "pidfd_open: %s",
+                           strerror_r(errno, e2, sizeof e2));
+        goto out;
+    }
+    if ((rc = write_proc(pid, "setgroups", "deny", e2, sizeof e2)) < 0 ||
+        (rc = write_proc(pid, "uid_map", map, e2, sizeof e2)) < 0 ||
+        (rc = write_proc(pid, "gid_map", map, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "namespace_failed", err, errlen, "user namespace: %s", e2);
+        goto out;
+    }
+    mark(n, "maps_written");
+    if ((rc = cgroup_attach(&n->cg, pid, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
+        goto out;
+    }
+    mark(n, "cgroup_attached");
+    if (write(n->ctl[0], "G", 1) != 1) {
+        rc = sandbox__fail(r, -errno, reason, err, errlen, "start the sandbox: %s",
+                           strerror_r(errno, e2, sizeof e2));
+        goto out;
+    }
+    if ((rc = setup_wait(n, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "sandbox_setup_failed", err, errlen, "%s", e2);
+        goto out;
+    }
+    close_fd(&n->ctl[0]);
+    fcntl(n->out_p[0], F_SETFL, O_NONBLOCK);
+    fcntl(n->err_p[0], F_SETFL, O_NONBLOCK);
+    fcntl(n->status_p[0], F_SETFL, O_NONBLOCK);
+    n->t_exec = time_mono_ns();
+    mark(n, "exec");
+    r->create_ms = (double)(n->t_exec - n->t0) / 1e6;
+
+    supervise(n);
+
+out:;
+    /* teardown: always, whatever happened above */
+    uint64_t t_td = time_mono_ns();
+    if (n->init_pid > 0) {
+        if (!n->t_exec || !n->prog_done)
+            kill(n->init_pid, SIGKILL);
+        int st;
+        while (waitpid(n->init_pid, &st, 0) < 0 && errno == EINTR)
+            ;
+    }
+    mark(n, "init_reaped");
+    if (n->nw) {
+        struct netwatch_stats ns;
+        netwatch_stop(n->nw, &ns);
+        n->nw = NULL;
+    }
+    mark(n, "reaped");
+    if (n->cg.mode != CGROUP_NONE) {
+        if (cgroup_kill(&n->cg, 2000, e2, sizeof e2) < 0 && rc == 0)
+            rc = sandbox__fail(r, -EBUSY, "teardown_failed", err, errlen, "%s", e2);
+        cgroup_finish(&n->cg, time_mono_ns());
+    }
+    mark(n, "cgroup_killed");
+    if (rc == 0) {
+        finish_result(n);
+        fill_resources(n);
+        if (n->ws_mounted) {
+            struct statfs sf;
+            if (statfs(n->ws, &sf) == 0 && sf.f_bavail == 0) {
+                char m[96];
+                snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"bytes\"",
+                         r->limits.disk_max_bytes);
+                sandbox_result_add_event(r, "disk_limit", true, m);
+            }
+            if (spec->output_dir && output_copy(n, e2, sizeof e2) < 0)
+                sandbox_result_add_event(r, "output_copy_failed", false, NULL);
+        }
+    }
+    state_cleanup(n);
+    mark(n, "workspace_removed");
+    if (n->cg.mode != CGROUP_NONE && cgroup_destroy(&n->cg, e2, sizeof e2) < 0 && rc == 0)
+        rc = sandbox__fail(r, -EBUSY, "teardown_failed", err, errlen, "%s", e2);
+    mark(n, "cgroup_removed");
+    close_fd(&n->pidfd);
+    close_fd(&n->stdin_fd);
+    close_fd(&n->ctl[0]);
+    close_fd(&n->ctl[1]);
+    for (int i = 0; i < 2; i++) {
+        close_fd(&n->out_p[i]);
+        close_fd(&n->err_p[i]);
+        close_fd(&n->status_p[i]);
+    }
+    pthread_mutex_destroy(&n->ev_lock);
+    uint64_t t_done = time_mono_ns();
+    if (n->t_exec) {
+        r->execute_ms = (double)(n->t_end - n->t_exec) / 1e6;
+    } else {
+        r->create_ms = (double)(t_td - n->t0) / 1e6;
+    }
+    r->teardown_ms = (double)(t_done - t_td) / 1e6;
+    r->duration_ms = (double)(t_done - n->t0) / 1e6;
+    marks_print(n);
+    return rc;
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# tests/integration/adversarial.sh - run every program in tests/adversarial/
+# through `clearbox run` and check what its header promises:
+#   # expect: status=S [exit=N] [signal=SIG] [stdout=TEXT] [event=REASON]...
+#             [host=NAME] [stdout_truncated=true] [noevents]
+#   # flags:  extra clearbox run flags
+# plus, for every program: valid result record, the audit log verifies, and
+# nothing is left behind (state directory, cgroups, processes of the
+# sandbox uids). Each run happens inside a network namespace this script
+# creates (unshare -n), so nothing can leave even if the sandbox failed.
+# Needs root. Prints "N passed, N failed".
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+cb=${CLEARBOX:-$here/../build/clearbox}
+py=/usr/bin/python3
+pass=0 fail=0
+if [ "$(id -u)" != 0 ]; then echo "SKIP adversarial: needs root"; echo "0 passed, 0 failed"; exit 0; fi
+work=$(mktemp -d /tmp/cb-adv.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+only=${1:-}
+for f in "$here"/adversarial/*.py "$here"/adversarial/*.sh; do
+    name=$(basename "$f"); name=${name%.*}
+    [ -n "$only" ] && [ "$only" != "$name" ] && continue
+    expect=$(sed -n 's/^# expect: //p' "$f" | head -n1)
+    flags=$(sed -n 's/^# flags: //p' "$f" | head -n1)
+    id="adv-$name-$$"
+    audit="$work/$name.audit"
+    # shellcheck disable=SC2086
+    unshare -n -- "$cb" run --json --eval-id "$id" --audit-log "$audit" $flags "$f" \
+        >"$work/$name.json" 2>"$work/$name.err"
+    rc=$?
+    why=$("$py" - "$work/$name.json" "$expect" "$rc" <<'PY'
+import json, sys
+path, expect, rc = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
+try:
+    d = json.load(open(path))
+except Exception as e:
+    print("result is not one JSON document: %s" % e); sys.exit()
+bad = []
+if rc != 0: bad.append("exit status %d" % rc)
+reasons = [e["reason"] for e in d.get("security_events", [])]
+for e in expect:
+    k, _, v = e.partition("=")
+    if k == "status" and d["status"] != v: bad.append("status %s != %s (%s)" % (d["status"], v, d.get("error")))
+    if k == "exit" and d["exit_code"] != int(v): bad.append("exit_code %r != %s" % (d["exit_code"], v))
+    if k == "signal" and d["signal"] != v: bad.append("signal %r != %s" % (d["signal"], v))
+    if k == "stdout" and v not in d["stdout"]: bad.append("stdout %r lacks %r" % (d["stdout"][:200], v))
+    if k == "event" and v not in reasons: bad.append("no %s event (have %s)" % (v, reasons))
+    if k == "host" and not any(e["details"].get("attempted_host") == v for e in d["security_events"]): bad.append("no attempted_host %s" % v)
+    if k == "stdout_truncated" and d["stdout_truncated"] is not True: bad.append("stdout not truncated")
+    if k == "noevents" and reasons: bad.append("false alarm: %s" % reasons)
+for e in d.get("security_events", []):
+    det = e["details"]
+    if "blocked" not in det or "code_snippet" not in det: bad.append("event without blocked/code_snippet")
+print("; ".join(bad))
+PY
+)
+    # the audit record for every security event, and the chain verifies
+    if [ -z "$why" ] && [ -s "$audit" ]; then
+        "$cb" audit verify "$audit" >/dev/null 2>&1 || why="audit log does not verify"
+    fi
+    if [ -z "$why" ] && grep -q 'event=' <<<"$expect" && [ ! -s "$audit" ]; then
+        why="no audit record written"
+    fi
+    # nothing left behind
+    [ -e "/run/clearbox/$id" ] && why="$why; state directory left"
+    for c in /sys/fs/cgroup/*/clearbox/"$id" /sys/fs/cgroup/clearbox/"$id"; do
+        [ -e "$c" ] && why="$why; cgroup $c left"
+    done
+    [ -e /tmp/daemon-started ] && why="$why; wrote /tmp/daemon-started on the host"
+    if [ -z "$why" ]; then
+        echo "PASS $name"; pass=$((pass + 1))
+    else
+        echo "FAIL $name: $why"; head -c 300 "$work/$name.err"; fail=$((fail + 1))
+    fi
+done
+# no process of the sandbox uids survives the suite
+sleep 0.2
+left=$(ps -eo uid=,pid=,comm= | awk '$1 == 100000 || $1 == 101000')
+if [ -n "$left" ]; then echo "FAIL leftover processes: $left"; fail=$((fail + 1)); else echo "PASS no leftover processes"; pass=$((pass + 1)); fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

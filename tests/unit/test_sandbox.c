@@ -1,0 +1,644 @@
+/* test_sandbox.c - the sandbox engine against real namespaces, cgroups and
+ * seccomp (needs root), plus the cgroup parsers and the v2 code paths
+ * against a recorded v2 file tree (this machine runs cgroup v1; those tests
+ * are named *_v2_recorded). */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+#include "telemetry/metrics.h"
+#include "telemetry/telemetry.h"
+#include "test.h"
+#include "util/buf.h"
+
+static bool need_root(void)
+{
+    if (geteuid() != 0) {
+        test_skip("needs root (namespaces, cgroups)");
+        return false;
+    }
+    return true;
+}
+
+static const char *py_argv[] = {"/usr/bin/python3", "/work/main.py", NULL};
+static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
+
+static void spec_py(struct sandbox_spec *s, const char *code)
+{
+    memset(s, 0, sizeof *s);
+    s->language = "python";
+    s->code = code;
+    s->code_len = strlen(code);
+    s->code_name = "main.py";
+    s->argv = py_argv;
+}
+
+static void spec_sh(struct sandbox_spec *s, const char *code)
+{
+    memset(s, 0, sizeof *s);
+    s->language = "sh";
+    s->code = code;
+    s->code_len = strlen(code);
+    s->code_name = "main.sh";
+    s->argv = sh_argv;
+}
+
+/* Nothing of run `id` is left: state directory, cgroups. */
+static bool leftovers(const char *id, char *what, size_t n)
+{
+    char p[512];
+    struct stat st;
+    snprintf(p, sizeof p, "/run/clearbox/%s", id);
+    if (stat(p, &st) == 0) {
+        snprintf(what, n, "%s", p);
+        return true;
+    }
+    static const char *const h[] = {"memory",  "pids",  "cpu",    "cpuacct",
+                                    "freezer", "blkio", "unified"};
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
+        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/clearbox/%s", h[i], id);
+        if (stat(p, &st) == 0) {
+            snprintf(what, n, "%s", p);
+            return true;
+        }
+    }
+    return false;
+}
+
+static json_t *result_doc(const struct sandbox_result *r)
+{
+    struct buf b;
+    buf_init(&b, NULL, 0, 16 << 20);
+    if (sandbox_result_json(r, &b) < 0)
+        return NULL;
+    json_error_t je;
+    json_t *d = json_loadb(b.data, b.len, 0, &je);
+    buf_free(&b);
+    return d;
+}
+
+/* ---- parsers and recorded v2 tree ------------------------------------- */
+
+TEST(parse_keyed_files)
+{
+    int64_t v = -1;
+    const char *events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 3\noom_group_kill 0\n";
+    ASSERT_EQ(cgroup_parse_keyed(events, "oom_kill", &v), 0);
+    ASSERT_EQ(v, 3);
+    ASSERT_EQ(cgroup_parse_keyed(events, "oom", &v), 0);
+    ASSERT_EQ(v, 1); /* "oom" must not match "oom_kill" */
+    ASSERT_EQ(cgroup_parse_keyed(events, "absent", &v), -ENOENT);
+    const char *oomc = "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n";
+    ASSERT_EQ(cgroup_parse_keyed(oomc, "oom_kill", &v), 0);
+    ASSERT_EQ(v, 7);
+}
+
+TEST(parse_io_files)
+{
+    int64_t r = 0, w = 0;
+    const char *iostat =
+        "8:16 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0\n"
+        "8:0 rbytes=90430464 wbytes=299008000 rios=8950 wios=1252 dbytes=0 dios=0\n";
+    ASSERT_EQ(cgroup_parse_io_stat(iostat, &r, &w), 0);
+    ASSERT_EQ(r, 1459200 + 90430464);
+    ASSERT_EQ(w, 314773504 + 299008000);
+    const char *blkio = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n";
+    ASSERT_EQ(cgroup_parse_blkio(blkio, &r, &w), 0);
+    ASSERT_EQ(r, 4096);
+    ASSERT_EQ(w, 8192);
+}
+
+static void put(const char *dir, const char *file, const char *text)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void get(const char *dir, const char *file, char *out, size_t n)
+{
+    out[0] = '\0';
+    cgroup_read_file(dir, file, out, n);
+}
+
+/* Recorded from a cgroup v2 host (Debian 12, systemd): the root of the
+ * unified hierarchy offers these controllers. */
+TEST(detect_v2_recorded)
+{
+    char p[512];
+    const char *t = test_tmpdir();
+    snprintf(p, sizeof p, "%s/unified", t);
+    mkdir(p, 0755);
+    put(p, "cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
+    struct cgroup_mounts m;
+    ASSERT_EQ(cgroup_mounts_detect(&m, t, NULL, 0), 0);
+    ASSERT_EQ(m.mode, CGROUP_V2);
+    /* an empty v2 hierarchy beside v1 controllers (this machine) is v1 */
+    put(p, "cgroup.controllers", "\n");
+    snprintf(p, sizeof p, "%s/memory", t);
+    mkdir(p, 0755);
+    ASSERT_EQ(cgroup_mounts_detect(&m, t, NULL, 0), 0);
+    ASSERT_EQ(m.mode, CGROUP_V1);
+    /* nothing usable: none */
+    rmdir(p);
+    ASSERT_EQ(cgroup_mounts_detect(&m, t, NULL, 0), 0);
+    ASSERT_EQ(m.mode, CGROUP_NONE);
+}
+
+TEST(create_v2_recorded_fails_closed)
+{
+    char p[512];
+    const char *t = test_tmpdir();
+    snprintf(p, sizeof p, "%s/unified", t);
+    mkdir(p, 0755);
+    put(p, "cgroup.controllers", "cpu io memory pids\n");
+    put(p, "cgroup.subtree_control", "");
+    snprintf(p, sizeof p, "%s/unified/cb", t);
+    mkdir(p, 0755);
+    put(p, "cgroup.subtree_control", "");
+    struct cgroup_mounts m;
+    ASSERT_EQ(cgroup_mounts_detect(&m, t, NULL, 0), 0);
+    ASSERT_EQ(m.mode, CGROUP_V2);
+    /* a plain directory has no memory.max for the kernel to take: refuse, leave nothing */
+    struct cgroup cg;
+    struct cgroup_limits lim = {256u << 20, 64, 1500};
+    char err[256];
+    ASSERT(cgroup_create(&cg, &m, "cb", "e1", &lim, err, sizeof err) < 0);
+    ASSERT_CONTAINS(err, "memory.max");
+    struct stat st;
+    snprintf(p, sizeof p, "%s/unified/cb/e1", t);
+    ASSERT_MSG(stat(p, &st) < 0, "the failed create left %s", p);
+    char sc[64];
+    snprintf(p, sizeof p, "%s/unified/cb", t);
+    get(p, "cgroup.subtree_control", sc, sizeof sc);
+    ASSERT_CONTAINS(sc, "+"); /* it enabled controllers for its subtree */
+}
+
+TEST(limits_and_accounting_v2_recorded)
+{
+    /* interface files as a v2 kernel shows them in a fresh cgroup, then as
+     * they read after a run (recorded from a v2 host) */
+    const char *d = test_tmpdir();
+    put(d, "memory.max", "max\n");
+    put(d, "memory.swap.max", "max\n");
+    put(d, "pids.max", "max\n");
+    put(d, "cpu.max", "max 100000\n");
+    put(d, "memory.peak", "0\n");
+    put(d, "pids.peak", "0\n");
+    struct cgroup cg;
+    memset(&cg, 0, sizeof cg);
+    cg.mode = CGROUP_V2;
+    snprintf(cg.dir[0], sizeof cg.dir[0], "%s", d);
+    cg.u.memory_peak = cg.u.pids_peak = -1;
+    cg.last_memory = -1;
+    struct cgroup_limits lim = {256u << 20, 64, 1500};
+    char err[256], b[128];
+    ASSERT_EQ(cgroup_v2_apply(&cg, &lim, err, sizeof err), 0);
+    get(d, "memory.max", b, sizeof b);
+    ASSERT_STREQ(b, "268435456");
+    get(d, "memory.swap.max", b, sizeof b);
+    ASSERT_STREQ(b, "0");
+    get(d, "pids.max", b, sizeof b);
+    ASSERT_STREQ(b, "64");
+    get(d, "cpu.max", b, sizeof b);
+    ASSERT_STREQ(b, "150000 100000");
+    ASSERT(cg.swap_limited && cg.peak_native && cg.pids_peak_native);
+    /* after a run */
+    put(d, "memory.current", "10485760\n");
+    put(d, "pids.current", "3\n");
+    put(d, "cpu.stat", "usage_usec 250000\nuser_usec 200000\nsystem_usec 50000\nnr_periods 0\n");
+    put(d, "memory.peak", "33554432\n");
+    put(d, "pids.peak", "7\n");
+    put(d, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n");
+    put(d, "pids.events", "max 2\n");
+    put(d, "io.stat", "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n");
+    ASSERT_EQ(cgroup_sample(&cg, 1000000000ull), 0);
+    ASSERT_EQ(cgroup_sample(&cg, 2000000000ull), 0);
+    ASSERT_EQ(cgroup_finish(&cg, 2000000000ull), 0);
+    ASSERT_EQ(cg.u.cpu_total_ns, 250000000);
+    ASSERT_EQ(cg.u.cpu_user_ns, 200000000);
+    ASSERT_EQ(cg.u.cpu_system_ns, 50000000);
+    ASSERT_EQ(cg.u.memory_peak, 33554432);
+    ASSERT_EQ(cg.u.pids_peak, 7);
+    ASSERT_EQ(cg.u.oom_kills, 1);
+    ASSERT_EQ(cg.u.pids_max_hits, 2);
+    ASSERT_EQ(cg.u.io_read_bytes, 4096);
+    ASSERT_EQ(cg.u.io_write_bytes, 8192);
+    /* 10 MiB held for one second between the two samples = 10 MB-s */
+    ASSERT_MSG(cg.u.memory_mb_seconds > 9.99 && cg.u.memory_mb_seconds < 10.01, "%f",
+               cg.u.memory_mb_seconds);
+}
+
+/* ---- the engine, for real --------------------------------------------- */
+
+TEST(runs_python_and_reports)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_py(&s, "import os,sys\nprint('hi', os.getuid(), os.getcwd())\nsys.stderr.write('e')\n"
+                "print(sorted(k for k in os.environ))\n");
+    s.eval_id = "t-runs-python";
+    s.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const char *env[] = {"FOO=bar", NULL};
+    s.env = env;
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_STREQ(sandbox_status_name(r.status), "completed");
+    ASSERT_EQ(r.exit_code, 0);
+    ASSERT_CONTAINS(r.out.data, "hi 1000 /work");
+    ASSERT_CONTAINS(r.out.data, "['FOO', 'HOME', 'LANG', 'PATH', 'TRACEPARENT']");
+    ASSERT_STREQ(r.err.data, "e");
+    ASSERT(r.res.cpu_seconds > 0);
+    ASSERT(r.res.memory_peak_mb > 0);
+    ASSERT(r.res.pids_peak >= 1);
+    ASSERT(r.res.estimated_cost_cents > 0);
+    ASSERT_STREQ(r.cgroup_mode, "v1");
+    ASSERT_EQ(strlen(r.seccomp_sha256), 64);
+    ASSERT_STREQ(r.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    json_t *d = result_doc(&r);
+    ASSERT(d);
+    static const char *const keys[] = {"eval_id",         "status",           "error",
+                                       "exit_code",       "signal",           "stdout",
+                                       "stderr",          "stdout_truncated", "stderr_truncated",
+                                       "duration_ms",     "phases",           "resources",
+                                       "security_events", "trace_id",         "policy"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        ASSERT_MSG(json_object_get(d, keys[i]), "result lacks %s", keys[i]);
+    static const char *const rk[] = {
+        "cpu_seconds",    "cpu_user_seconds", "cpu_system_seconds",  "memory_mb_seconds",
+        "memory_peak_mb", "wall_seconds",     "pids_peak",           "io_read_bytes",
+        "io_write_bytes", "container_count",  "estimated_cost_cents"};
+    json_t *res = json_object_get(d, "resources");
+    for (size_t i = 0; i < sizeof rk / sizeof rk[0]; i++)
+        ASSERT_MSG(json_object_get(res, rk[i]), "resources lacks %s", rk[i]);
+    json_decref(d);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-runs-python", what, sizeof what), "left behind: %s", what);
+    sandbox_result_free(&r);
+}
+
+TEST(exit_code_stdin_and_files)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_sh(&s, "read line; cat data.txt; echo \" $line\"; exit 7\n");
+    s.stdin_data = "from-stdin\n";
+    s.stdin_len = strlen(s.stdin_data);
+    struct sandbox_file f = {"data.txt", "file-content", 12, false};
+    s.files = &f;
+    s.nfiles = 1;
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    ASSERT_EQ(r.exit_code, 7);
+    ASSERT_STREQ(r.out.data, "file-content from-stdin\n");
+    sandbox_result_free(&r);
+}
+
+TEST(timeout_kills_quickly)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_sh(&s, "trap '' TERM INT; while :; do sleep 1; done\n");
+    s.limits.wall_timeout_ms = 300;
+    s.eval_id = "t-timeout";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_TIMEOUT);
+    ASSERT_EQ(r.signal, SIGKILL);
+    ASSERT_EQ(r.exit_code, -1);
+    ASSERT_MSG(r.execute_ms < 800, "timeout took %.1f ms", r.execute_ms);
+    ASSERT(r.nevents >= 1);
+    ASSERT_STREQ(r.events[0].reason, "timeout");
+    char what[512];
+    ASSERT_MSG(!leftovers("t-timeout", what, sizeof what), "left behind: %s", what);
+    sandbox_result_free(&r);
+}
+
+static volatile sig_atomic_t cancel_flag;
+static void *cancel_later(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 300000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    cancel_flag = 1;
+    return NULL;
+}
+
+TEST(cancel_gives_killed)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_sh(&s, "sleep 30\n");
+    s.cancel = &cancel_flag;
+    s.eval_id = "t-cancel";
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_later, NULL);
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    pthread_join(th, NULL);
+    ASSERT_EQ(r.status, SANDBOX_KILLED);
+    ASSERT_MSG(r.execute_ms > 250 && r.execute_ms < 2000, "killed after %.1f ms", r.execute_ms);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-cancel", what, sizeof what), "left behind: %s", what);
+    sandbox_result_free(&r);
+}
+
+TEST(output_limit_keeps_first_bytes)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_py(&s, "import sys\nsys.stdout.write('A'*1000)\nsys.stdout.flush()\n"
+                "while True: sys.stdout.write('B'*65536)\n");
+    s.limits.output_max_bytes = 4096;
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_OUTPUT_LIMIT);
+    ASSERT(r.out_truncated);
+    ASSERT_EQ(r.out.len, 4096);
+    ASSERT_EQ(r.out.data[0], 'A');
+    ASSERT_EQ(r.out.data[999], 'A');
+    ASSERT_EQ(r.out.data[1000], 'B');
+    ASSERT_MSG(r.execute_ms < 1000, "a flood took %.1f ms to stop", r.execute_ms);
+    sandbox_result_free(&r);
+}
+
+TEST(invalid_utf8_output_stays_json)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_sh(&s, "printf 'ok\\377\\376\\n'\n");
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    json_t *d = result_doc(&r);
+    ASSERT(d);
+    ASSERT_STREQ(json_string_value(json_object_get(d, "stdout")), "ok\xEF\xBF\xBD\xEF\xBF\xBD\n");
+    json_decref(d);
+    sandbox_result_free(&r);
+}
+
+TEST(memory_and_pids_limits)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_py(&s, "a=[]\nwhile True: a.append(bytearray(8<<20))\n");
+    s.limits.memory_max_bytes = 64u << 20;
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_MEMORY_LIMIT);
+    ASSERT(r.res.memory_peak_mb > 50 && r.res.memory_peak_mb <= 64.5);
+    sandbox_result_free(&r);
+    spec_sh(&s, "i=0; while [ $i -lt 50 ]; do sleep 5 & i=$((i+1)); done; wait\n");
+    s.limits.pids_max = 10;
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_PIDS_LIMIT);
+    ASSERT(r.res.pids_peak >= 9 && r.res.pids_peak <= 10);
+    sandbox_result_free(&r);
+}
+
+TEST(setup_failure_fails_closed)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_sh(&s, "echo never\n");
+    static const char *bad[] = {"/usr/bin/no-such-interpreter", "/work/main.sh", NULL};
+    s.argv = bad;
+    s.eval_id = "t-fail-closed";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT(sandbox_run(&s, &r, err, sizeof err) < 0);
+    ASSERT_EQ(r.status, SANDBOX_ERROR);
+    ASSERT_CONTAINS(r.error_message, "execve");
+    ASSERT_EQ(r.out.len, 0);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-fail-closed", what, sizeof what), "left behind: %s", what);
+    json_t *d = result_doc(&r);
+    ASSERT(d);
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(d, "error"), "reason")),
+                 "sandbox_setup_failed");
+    json_decref(d);
+    sandbox_result_free(&r);
+    /* bad eval id: refused before anything is made */
+    s.eval_id = "../../etc";
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), -EINVAL);
+    sandbox_result_free(&r);
+}
+
+TEST(output_dir_copies_files_not_links)
+{
+    if (!need_root())
+        return;
+    struct sandbox_spec s;
+    spec_sh(&s, "echo data > a.txt; mkdir d; echo x > d/b; ln -s /etc/passwd link; mkfifo fifo\n");
+    char out[512];
+    snprintf(out, sizeof out, "%s/out", test_tmpdir());
+    s.output_dir = out;
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.exit_code, 0);
+    char p[600];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/a.txt", out);
+    ASSERT_EQ(stat(p, &st), 0);
+    snprintf(p, sizeof p, "%s/d/b", out);
+    ASSERT_EQ(stat(p, &st), 0);
+    snprintf(p, sizeof p, "%s/link", out);
+    ASSERT(lstat(p, &st) < 0);
+    snprintf(p, sizeof p, "%s/fifo", out);
+    ASSERT(lstat(p, &st) < 0);
+    sandbox_result_free(&r);
+}
+
+TEST(gc_removes_stale_keeps_live)
+{
+    if (!need_root())
+        return;
+    char sd[512], p[600];
+    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    mkdir(sd, 0711);
+    /* a stale run: state dir with a mounted workspace, and a cgroup */
+    snprintf(p, sizeof p, "%s/stale1", sd);
+    mkdir(p, 0711);
+    snprintf(p, sizeof p, "%s/stale1/ws", sd);
+    mkdir(p, 0700);
+    ASSERT_EQ(mount("tmpfs", p, "tmpfs", 0, "size=1m"), 0);
+    mkdir("/sys/fs/cgroup/pids/clearbox", 0755);
+    ASSERT_EQ(mkdir("/sys/fs/cgroup/pids/clearbox/stale1", 0755), 0);
+    /* old enough to be a crashed run, not one starting up */
+    struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
+    snprintf(p, sizeof p, "%s/stale1", sd);
+    ASSERT_EQ(utimensat(AT_FDCWD, p, old, 0), 0);
+    ASSERT_EQ(utimensat(AT_FDCWD, "/sys/fs/cgroup/pids/clearbox/stale1", old, 0), 0);
+    /* a populated, unlocked cgroup (a live run with another state dir) stays */
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        pause();
+        _exit(0);
+    }
+    char pidtxt[32];
+    snprintf(pidtxt, sizeof pidtxt, "%d", (int)sleeper);
+    ASSERT_EQ(mkdir("/sys/fs/cgroup/pids/clearbox/busy1", 0755), 0);
+    ASSERT_EQ(cgroup_write_file("/sys/fs/cgroup/pids/clearbox/busy1", "cgroup.procs", pidtxt), 0);
+    ASSERT_EQ(utimensat(AT_FDCWD, "/sys/fs/cgroup/pids/clearbox/busy1", old, 0), 0);
+    /* a young one (a run starting up) stays */
+    snprintf(p, sizeof p, "%s/young1", sd);
+    mkdir(p, 0711);
+    /* a live run: its lock is held */
+    snprintf(p, sizeof p, "%s/live1", sd);
+    mkdir(p, 0711);
+    snprintf(p, sizeof p, "%s/live1/lock", sd);
+    int lfd = open(p, O_RDWR | O_CREAT, 0600);
+    ASSERT(lfd >= 0);
+    ASSERT_EQ(flock(lfd, LOCK_EX), 0);
+    struct buf b;
+    buf_init(&b, NULL, 0, 1 << 16);
+    char err[256];
+    int n = sandbox_gc(sd, NULL, &b, err, sizeof err);
+    ASSERT_MSG(n >= 2, "gc removed %d: %s", n, b.data ? b.data : "");
+    ASSERT_CONTAINS(b.data, "stale1");
+    struct stat st;
+    snprintf(p, sizeof p, "%s/stale1", sd);
+    ASSERT(stat(p, &st) < 0);
+    ASSERT(stat("/sys/fs/cgroup/pids/clearbox/stale1", &st) < 0);
+    snprintf(p, sizeof p, "%s/live1", sd);
+    ASSERT_EQ(stat(p, &st), 0);
+    snprintf(p, sizeof p, "%s/young1", sd);
+    ASSERT_EQ(stat(p, &st), 0);
+    bool busy_kept = stat("/sys/fs/cgroup/pids/clearbox/busy1", &st) == 0;
+    kill(sleeper, SIGKILL);
+    waitpid(sleeper, NULL, 0);
+    rmdir("/sys/fs/cgroup/pids/clearbox/busy1");
+    ASSERT_MSG(busy_kept, "gc removed a populated cgroup");
+    close(lfd);
+    buf_free(&b);
+}
+
+TEST(status_names_round_trip)
+{
+    for (int i = SANDBOX_COMPLETED; i <= SANDBOX_ERROR; i++) {
+        enum sandbox_status s;
+        ASSERT_EQ(sandbox_status_parse(sandbox_status_name((enum sandbox_status)i), &s), 0);
+        ASSERT_EQ(s, i);
+    }
+    enum sandbox_status s;
+    ASSERT_EQ(sandbox_status_parse("queued", &s), -EINVAL);
+}
+
+TEST(events_rate_limited_per_reason)
+{
+    struct sandbox_spec s;
+    spec_sh(&s, "x");
+    struct sandbox_result r;
+    memset(&r, 0, sizeof r);
+    for (int i = 0; i < 250; i++)
+        ASSERT_EQ(sandbox_result_add_event(&r, "network_attempt", true, "\"port\":1"), 0);
+    ASSERT_EQ(sandbox_result_add_event(&r, "blocked_syscall", true, NULL), 0);
+    ASSERT_EQ(r.nevents, 102); /* 100 + one summary + the other reason */
+    ASSERT_CONTAINS(r.events[100].details, "\"summary\":true");
+    sandbox_result_free(&r);
+}
+
+struct conc {
+    const char *code;
+    struct sandbox_result r;
+    int rc;
+};
+
+static void *conc_run(void *arg)
+{
+    struct conc *c = arg;
+    struct sandbox_spec s;
+    spec_sh(&s, c->code);
+    char err[256];
+    c->rc = sandbox_run(&s, &c->r, err, sizeof err);
+    return NULL;
+}
+
+/* Runs from several threads do not hold each other up (a sandbox must not
+ * inherit another run's pipes) and all clean up. */
+TEST(concurrent_runs_independent)
+{
+    if (!need_root())
+        return;
+    struct conc slow = {.code = "sleep 1.5\n"};
+    struct conc fast[4];
+    pthread_t ts, tf[4];
+    pthread_create(&ts, NULL, conc_run, &slow);
+    usleep(100000); /* the slow one is running: its init holds its fds */
+    for (int i = 0; i < 4; i++) {
+        fast[i] = (struct conc){.code = "echo fast\n"};
+        pthread_create(&tf[i], NULL, conc_run, &fast[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(tf[i], NULL);
+        ASSERT_EQ(fast[i].rc, 0);
+        ASSERT_EQ(fast[i].r.status, SANDBOX_COMPLETED);
+        ASSERT_STREQ(fast[i].r.out.data, "fast\n");
+        ASSERT_MSG(fast[i].r.duration_ms < 1000, "a fast run took %.1f ms beside a slow one",
+                   fast[i].r.duration_ms);
+        sandbox_result_free(&fast[i].r);
+    }
+    pthread_join(ts, NULL);
+    ASSERT_EQ(slow.r.status, SANDBOX_COMPLETED);
+    sandbox_result_free(&slow.r);
+}
+
+/* With telemetry set up, a run records DESIGN.md's metrics. */
+TEST(metrics_recorded)
+{
+    if (!need_root())
+        return;
+    struct telemetry_options o = {.no_process_metrics = true};
+    char err[256];
+    ASSERT_EQ(telemetry_init(&o, err, sizeof err), 0);
+    struct sandbox_spec s;
+    spec_sh(&s, "sleep 2\n");
+    s.limits.wall_timeout_ms = 200;
+    struct sandbox_result r;
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    sandbox_result_free(&r);
+    char *text = NULL;
+    ASSERT_EQ(metrics_render_string(telemetry_std()->reg, METRICS_FORMAT_TEXT, 0, &text, NULL, err,
+                                    sizeof err),
+              0);
+    ASSERT_CONTAINS(text, "clearbox_evaluations_total{status=\"timeout\",language=\"sh\"} 1");
+    ASSERT_CONTAINS(text, "clearbox_security_events_total{reason=\"timeout\"} 1");
+    ASSERT_CONTAINS(text, "clearbox_sandbox_create_seconds_count 1");
+    ASSERT_CONTAINS(text, "clearbox_evaluation_cpu_seconds_count 1");
+    free(text);
+    telemetry_shutdown();
+}
