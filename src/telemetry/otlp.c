@@ -11,7 +11,6 @@
 #include "telemetry/otlp.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -23,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/curl_dl.h"
 #include "util/err.h"
 #include "util/hex.h"
 #include "util/rand.h"
@@ -339,11 +339,10 @@ struct otlp_exporter {
     int fd;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
+/* libcurl's calls, loaded on first use (util/curl_dl.h explains why). An
+ * exporter exists only after curl_dl() succeeded, so cu is never NULL where
+ * it is used; after the first call it is one atomic load. */
+#define cu (curl_dl(NULL, 0))
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
@@ -383,7 +382,8 @@ otlp_exporter_t *otlp_http_exporter_new(const struct otlp_config *cfg,
         err_set(err, errlen, -EINVAL, "no OTLP endpoint");
         return NULL;
     }
-    pthread_once(&curl_once, curl_init_once);
+    if (!curl_dl(err, errlen))
+        return NULL;
     struct otlp_exporter *ex = calloc(1, sizeof *ex);
     if (!ex) {
         err_set(err, errlen, -ENOMEM, "out of memory");
@@ -393,35 +393,35 @@ otlp_exporter_t *otlp_http_exporter_new(const struct otlp_config *cfg,
     ex->fd = -1;
     ex->cfg = *cfg;
     ex->res = *res;
-    ex->curl = curl_easy_init();
+    ex->curl = cu->easy_init();
     if (!ex->curl)
         goto oom;
-    struct curl_slist *h = curl_slist_append(NULL, cfg->protocol == OTLP_HTTP_JSON
+    struct curl_slist *h = cu->slist_append(NULL, cfg->protocol == OTLP_HTTP_JSON
                                                        ? "Content-Type: application/json"
                                                        : "Content-Type: application/x-protobuf");
     if (!h)
         goto oom;
     ex->hdrs = h;
-    if (!(h = curl_slist_append(ex->hdrs, "User-Agent: clearbox/" CLEARBOX_VERSION)))
+    if (!(h = cu->slist_append(ex->hdrs, "User-Agent: clearbox/" CLEARBOX_VERSION)))
         goto oom;
-    if (!(h = curl_slist_append(ex->hdrs, "Expect:"))) /* no 100-continue round trip */
+    if (!(h = cu->slist_append(ex->hdrs, "Expect:"))) /* no 100-continue round trip */
         goto oom;
     for (size_t i = 0; i < cfg->nheaders; i++)
-        if (!(h = curl_slist_append(ex->hdrs, cfg->headers[i])))
+        if (!(h = cu->slist_append(ex->hdrs, cfg->headers[i])))
             goto oom;
     CURL *c = ex->curl;
-    curl_easy_setopt(c, CURLOPT_URL, ex->cfg.endpoint);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, ex->hdrs);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, ex);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, ex);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    cu->easy_setopt(c, CURLOPT_URL, ex->cfg.endpoint);
+    cu->easy_setopt(c, CURLOPT_HTTPHEADER, ex->hdrs);
+    cu->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    cu->easy_setopt(c, CURLOPT_POST, 1L);
+    cu->easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    cu->easy_setopt(c, CURLOPT_HEADERDATA, ex);
+    cu->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    cu->easy_setopt(c, CURLOPT_WRITEDATA, ex);
+    cu->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    cu->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     /* a collector on this machine is never reached through a proxy */
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1");
+    cu->easy_setopt(c, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1");
     return ex;
 oom:
     otlp_exporter_free(ex);
@@ -453,8 +453,8 @@ void otlp_exporter_free(otlp_exporter_t *ex)
     if (!ex)
         return;
     if (ex->curl)
-        curl_easy_cleanup(ex->curl);
-    curl_slist_free_all(ex->hdrs);
+        cu->easy_cleanup(ex->curl);
+    cu->slist_free_all(ex->hdrs);
     if (ex->fd >= 0)
         close(ex->fd);
     free(ex);
@@ -505,8 +505,8 @@ static int http_export(struct otlp_exporter *ex, const char *body, size_t n, uin
                        char *err, size_t errlen)
 {
     CURL *c = ex->curl;
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
+    cu->easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    cu->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
     for (unsigned attempt = 1;; attempt++) {
         uint64_t now = time_mono_ns();
         if (now >= deadline)
@@ -515,19 +515,19 @@ static int http_export(struct otlp_exporter *ex, const char *body, size_t n, uin
         if (left_ms == 0)
             left_ms = 1;
         long to = (long)(left_ms < ex->cfg.timeout_ms ? left_ms : ex->cfg.timeout_ms);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to);
+        cu->easy_setopt(c, CURLOPT_TIMEOUT_MS, to);
+        cu->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to);
         ex->retry_after = -1;
         ex->resp_len = 0;
         ex->resp[0] = '\0';
         ex->attempts++;
-        CURLcode rc = curl_easy_perform(c);
+        CURLcode rc = cu->easy_perform(c);
         long status = 0;
         char last[160];
         bool retry;
         int code;
         if (rc == CURLE_OK) {
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+            cu->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
             if (status >= 200 && status < 300)
                 return 0;
             retry = status == 429 || status == 502 || status == 503 || status == 504;
@@ -539,7 +539,7 @@ static int http_export(struct otlp_exporter *ex, const char *body, size_t n, uin
             code = rc == CURLE_COULDNT_CONNECT      ? -ECONNREFUSED
                    : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
                                                     : -EIO;
-            snprintf(last, sizeof last, "%s", curl_easy_strerror(rc));
+            snprintf(last, sizeof last, "%s", cu->easy_strerror(rc));
         }
         if (!retry)
             return err_set(err, errlen, code, "OTLP export to %s: %s", ex->cfg.endpoint, last);
