@@ -451,11 +451,11 @@ int log_ctx_push(const struct log_field *fields, size_t n)
 {
     if (ctx.depth >= CTX_DEPTH)
         return -E2BIG;
-    struct buf js, con;
-    buf_init(&js, ctx.json, CTX_MAX, 0);
-    buf_init(&con, ctx.console, CTX_MAX, 0);
-    js.len = ctx.json_len;
-    con.len = ctx.console_len;
+    /* Append after what is there: a buf over the context storage that
+     * already holds json_len bytes (buf_init would write a NUL at [0]). */
+    struct buf js = {.data = ctx.json, .len = ctx.json_len, .cap = CTX_MAX, .max = CTX_MAX - 1};
+    struct buf con = {
+        .data = ctx.console, .len = ctx.console_len, .cap = CTX_MAX, .max = CTX_MAX - 1};
     int rc = render_fragment(fields, n, &js, &con);
     if (rc < 0) {
         ctx.json[ctx.json_len] = '\0';

@@ -138,6 +138,32 @@ TEST(log_bound_and_thread_context)
     free(s);
 }
 
+TEST(log_nested_ctx_push_keeps_outer_fields)
+{
+    char path[256];
+    capture(path, sizeof path, LOG_FORMAT_JSON);
+    const struct log_field a[] = {LOG_STR("eval_id", "outer")};
+    const struct log_field b[] = {LOG_STR("worker_id", "inner")};
+    int ta = log_ctx_push(a, 1);
+    int tb = log_ctx_push(b, 1);
+    ASSERT(ta >= 0 && tb > ta);
+    log_info(log_root(), "both");
+    log_ctx_pop(tb);
+    log_info(log_root(), "outer.only");
+    log_ctx_pop(ta);
+    char *s = slurp(path);
+    ASSERT(s);
+    ASSERT_EQ(strlen(s), 0 + (size_t)(strrchr(s, '\n') - s) + 1); /* no NUL inside */
+    ASSERT_CONTAINS(s, "\"eval_id\":\"outer\",\"worker_id\":\"inner\"}");
+    char *nl = strchr(s, '\n');
+    ASSERT_CONTAINS(nl, "\"event\":\"outer.only\"");
+    ASSERT_CONTAINS(nl, "\"eval_id\":\"outer\"}");
+    free(s);
+    json_t *j = first_line(path);
+    ASSERT(j);
+    json_decref(j);
+}
+
 TEST(log_ctx_scope_pops_at_end_of_block)
 {
     char path[256];
