@@ -45,7 +45,7 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test unit-test integration-test bench bench-telemetry bench-sandbox \
-        bench-service deps lint clean
+        bench-service deps lint clean fuzz fuzz-run
 all: $(BUILD)/clearbox
 
 # Keep intermediate objects (the test harness) between runs.
@@ -84,6 +84,24 @@ bench-sandbox: $(BUILD)/clearbox
 	@bench/run sandbox $(BUILD)
 bench-service: $(BUILD)/clearbox
 	@bench/run service $(BUILD)
+
+# libFuzzer target for the API's request parsing and validation (clang).
+# make fuzz builds it; FUZZ_SECONDS bounds `make fuzz-run` (CI runs 60 s).
+FUZZ_SECONDS ?= 60
+FUZZ_VALIDATE_SRC := fuzz/fuzz_validate.c src/service/validate.c src/service/config.c \
+    $(wildcard src/service/store*.c src/service/pq_dl.c) src/service/migrations.c \
+    $(wildcard src/util/*.c)
+fuzz: $(BUILD)/fuzz/fuzz_validate
+$(BUILD)/fuzz/fuzz_validate: $(FUZZ_VALIDATE_SRC)
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu17 $(CPPFLAGS) \
+	    $(FUZZ_VALIDATE_SRC) -ljansson -lsqlite3 -lcrypto -ldl -lm -pthread -o $@
+fuzz-run: $(BUILD)/fuzz/fuzz_validate
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	    if $(BUILD)/fuzz/fuzz_validate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix="$$d/" "$$d" fuzz/corpus_validate >"$$d/log" 2>&1; then \
+	        tail -n 6 "$$d/log"; \
+	    else tail -n 60 "$$d/log"; echo "fuzz: the fuzzer found a crash (above)"; exit 1; fi
 
 deps:
 	@tools/deps

@@ -8,7 +8,9 @@
  * seccomp supervision, DNS stub, telemetry logs). The engine alone
  * (sandbox_run() in this process, as the service calls it) is measured
  * against a bare fork+exec from the same process, with its phase times.
- * Last, monitoring overhead: a 250 ms CPU-bound program with telemetry off
+ * Then the seccomp filter as each CLI process gets it: built by libseccomp
+ * (a cache miss) against read from the cache file. Last, monitoring
+ * overhead: a 250 ms CPU-bound program with telemetry off
  * (log level error, no trace file) and on (info logs + --trace-file).
  * Needs root. BENCH_QUICK=1: fewer runs. */
 #include <errno.h>
@@ -23,6 +25,7 @@
 
 #include "harness.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/seccomp.h"
 #include "telemetry/log.h"
 
 extern char **environ;
@@ -170,6 +173,58 @@ static void engine_alone(int n)
     free(te);
 }
 
+/* The seccomp filter, the way each `clearbox run` process gets it: built
+ * with libseccomp (a cache miss: generation, the description's SHA-256,
+ * the file written) against read from the cache file. A fresh process each
+ * time (the filter is also kept in memory per process). */
+static uint64_t filter_once(const char *cache_dir)
+{
+    int p[2];
+    if (pipe(p) < 0)
+        bench_fail("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("CLEARBOX_CACHE_DIR", cache_dir, 1);
+        struct seccomp_prog prog;
+        char err[256];
+        uint64_t t0 = bench_now_ns();
+        int rc = seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &prog, err, sizeof err);
+        uint64_t t = bench_now_ns() - t0;
+        if (rc < 0 || write(p[1], &t, sizeof t) != (ssize_t)sizeof t)
+            _exit(1);
+        _exit(0);
+    }
+    close(p[1]);
+    uint64_t t = 0;
+    if (read(p[0], &t, sizeof t) != (ssize_t)sizeof t)
+        bench_fail("seccomp_policy_build failed in the child");
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    return t;
+}
+
+static void filter_cache(int n)
+{
+    uint64_t *cold = calloc((size_t)n, sizeof(uint64_t)),
+             *warm = calloc((size_t)n, sizeof(uint64_t));
+    char cd[160], cmd[200];
+    for (int i = 0; i < n; i++) {
+        snprintf(cd, sizeof cd, "%s/cache%d", dir, i);
+        cold[i] = filter_once(cd); /* empty directory: a miss, which writes the file */
+        warm[i] = filter_once(cd); /* the file: a hit */
+        snprintf(cmd, sizeof cmd, "rm -rf %s", cd);
+        if (system(cmd) != 0)
+            bench_note("could not remove %s", cd);
+    }
+    struct stats sc = stats_of(cold, n), sw = stats_of(warm, n);
+    bench_note(
+        "seccomp filter per process: libseccomp build median %.2f ms, cache file median %.3f ms",
+        sc.median / 1e6, sw.median / 1e6);
+    bench_report("seccomp_filter_from_cache", sw.median, "seccomp_filter_built", sc.median, 0);
+    free(cold);
+    free(warm);
+}
+
 static void monitoring(int n)
 {
     char prog[128], trace[128];
@@ -235,6 +290,7 @@ int main(void)
     };
     compare("trivial_sh", sh, n, have_bwrap, 0);
     compare("python_pass", py, n, have_bwrap, 1.3);
+    filter_cache(bench_quick() ? 5 : 20); /* before anything builds a filter in this process */
     engine_alone(n);
     monitoring(bench_quick() ? 5 : 15);
     char cmd[128];

@@ -60,7 +60,11 @@ static void usage(FILE *f)
            "  --audit-log FILE      append the security events to this audit log\n"
            "  --trace-file FILE     write the spans as OTLP JSON lines here\n"
            "  --cgroup-parent NAME  parent cgroup in each hierarchy (default clearbox)\n"
+           "  --rootfs DIR          the program sees DIR's usr/, bin, lib* (e.g. made by\n"
+           "                        debootstrap) instead of the host's (default: host)\n"
            "  --eval-id ID          use this evaluation id (default: random)\n"
+           "  --submitter NAME      submitter label of clearbox_cost_cents_total (default cli)\n"
+           "  --metrics-file FILE   write the metrics (Prometheus text) here at the end\n"
            "  --json                print the JSON record (default when stdout is not a terminal)\n"
            "See docs/sandbox.md.\n");
 }
@@ -152,7 +156,8 @@ static int policy_u64(json_t *o, const char *key, uint64_t *out, char *err, size
 }
 
 static int policy_load(const char *path, struct sandbox_spec *spec, char *seccomp_name,
-                       size_t seccomp_len, char *cgparent, size_t cglen, char *err, size_t errlen)
+                       size_t seccomp_len, char *cgparent, size_t cglen, char *rootfs,
+                       size_t rootfs_len, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -199,6 +204,12 @@ static int policy_load(const char *path, struct sandbox_spec *spec, char *seccom
             snprintf(seccomp_name, seccomp_len, "%s", json_string_value(val));
         } else if (!strcmp(key, "cgroup_parent") && json_is_string(val)) {
             snprintf(cgparent, cglen, "%s", json_string_value(val));
+        } else if (!strcmp(key, "rootfs") && json_is_string(val)) {
+            if (json_string_length(val) >= rootfs_len || json_string_value(val)[0] != '/') {
+                rc = err_set(err, errlen, -EINVAL, "policy: rootfs must be an absolute path");
+                goto out;
+            }
+            snprintf(rootfs, rootfs_len, "%s", json_string_value(val));
         } else if (!strcmp(key, "pricing") && json_is_object(val)) {
             struct sandbox_pricing *p = &spec->pricing;
             sandbox_pricing_default(p);
@@ -231,16 +242,35 @@ out:
     return rc;
 }
 
-/* Write the run's security events into the audit log (rate-limited scope). */
+/* One `security` logger line per security event (DESIGN.md's audit record
+ * shape: eval_id, reason, details), with the audit record's seq and hash
+ * when it went into the audit log. */
+static void security_log(const struct sandbox_result *r, const struct sandbox_event *e,
+                         const struct buf *details, const struct audit_appended *ap)
+{
+    log_logger_t *lg = log_get("security");
+    bool written = ap && ap->seq > 0;
+    log_warning(lg, "evaluation.suspicious", LOG_STR("eval_id", r->eval_id),
+                LOG_STR("reason", e->reason), LOG_BOOL("blocked", e->blocked),
+                buf_ok(details) ? LOG_RAW("details", details->data, details->len)
+                                : LOG_NULL("details"),
+                written ? LOG_UINT("audit_seq", ap->seq) : LOG_NULL("audit_seq"),
+                written ? LOG_STR("audit_hash", ap->hash) : LOG_NULL("audit_hash"));
+}
+
+/* Write the run's security events into the audit log (rate-limited scope,
+ * path may be NULL: no audit log) and log each on the security logger. */
 static int audit_write(const char *path, const struct sandbox_result *r, char *err, size_t errlen)
 {
     audit_log_t *al = NULL;
     audit_eval_t *ev = NULL;
-    int rc = audit_log_open(&al, path, NULL, err, errlen);
-    if (rc < 0)
-        return rc;
-    rc = audit_eval_begin(&ev, al, r->eval_id, r->code ? r->code : "", r->code_len, err, errlen);
-    for (size_t i = 0; rc >= 0 && i < r->nevents; i++) {
+    int rc = 0;
+    if (path && (rc = audit_log_open(&al, path, NULL, err, errlen)) < 0)
+        al = NULL; /* still log the events below */
+    if (al)
+        rc =
+            audit_eval_begin(&ev, al, r->eval_id, r->code ? r->code : "", r->code_len, err, errlen);
+    for (size_t i = 0; i < r->nevents; i++) {
         char storage[4096];
         struct buf d;
         buf_init(&d, storage, sizeof storage, AUDIT_DETAILS_MAX);
@@ -249,13 +279,62 @@ static int audit_write(const char *path, const struct sandbox_result *r, char *e
                                  .details_json = d.data,
                                  .details_len = d.len,
                                  .ts_ns = r->events[i].ts_ns};
-        if (buf_ok(&d))
-            rc = audit_eval_append(ev, &ae, NULL, err, errlen);
+        struct audit_appended ap;
+        memset(&ap, 0, sizeof ap);
+        if (ev && rc >= 0 && buf_ok(&d))
+            rc = audit_eval_append(ev, &ae, &ap, err, errlen);
+        security_log(r, &r->events[i], &d, &ap);
         buf_free(&d);
     }
+    if (!al)
+        return rc;
     int rc2 = audit_eval_end(ev, rc < 0 ? NULL : err, errlen);
     audit_log_close(al);
     return rc < 0 ? rc : rc2;
+}
+
+/* --metrics-file: the process's registry in Prometheus text format, written
+ * to a temporary file and renamed (node_exporter's textfile collector reads
+ * such files). */
+static int metrics_write(const char *path, char *err, size_t errlen)
+{
+    const struct telemetry_std *t = telemetry_std();
+    if (!t)
+        return err_set(err, errlen, -ENOENT, "telemetry is not set up");
+    char *text = NULL;
+    size_t len = 0;
+    int rc = metrics_render_string(t->reg, METRICS_FORMAT_TEXT, 0, &text, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp) {
+        free(text);
+        return err_set(err, errlen, -ENAMETOOLONG, "--metrics-file path too long");
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        free(text);
+        return err_sys(err, errlen, -errno, "open %s", tmp);
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = err_sys(err, errlen, -errno, "write %s", tmp);
+            break;
+        }
+        off += (size_t)w;
+    }
+    free(text);
+    if (close(fd) < 0 && rc == 0)
+        rc = err_sys(err, errlen, -errno, "close %s", tmp);
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = err_sys(err, errlen, -errno, "rename %s to %s", tmp, path);
+    if (rc < 0)
+        unlink(tmp);
+    return rc;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -263,7 +342,8 @@ static int cmd_run(int argc, char **argv)
     struct sandbox_spec spec;
     memset(&spec, 0, sizeof spec);
     const char *lang_name = NULL, *file = NULL, *stdin_path = NULL, *policy = NULL;
-    const char *audit_path = NULL, *trace_path = NULL;
+    const char *audit_path = NULL, *trace_path = NULL, *metrics_path = NULL;
+    const char *submitter = "cli";
     const char *args[SANDBOX_ARGS_MAX + 4];
     const char *envs[SANDBOX_ENV_MAX + 1];
     const char *file_paths[SANDBOX_FILES_MAX];
@@ -271,7 +351,7 @@ static int cmd_run(int argc, char **argv)
     bool json = !isatty(1), bad = false;
     struct sandbox_limits fl;
     memset(&fl, 0, sizeof fl);
-    const char *cgparent_flag = NULL;
+    const char *cgparent_flag = NULL, *rootfs_flag = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         const char *a = argv[i];
@@ -332,8 +412,19 @@ static int cmd_run(int argc, char **argv)
             trace_path = v;
         } else if (cli_opt(argc, argv, &i, "--cgroup-parent", &v, &bad)) {
             cgparent_flag = v;
+        } else if (cli_opt(argc, argv, &i, "--rootfs", &v, &bad)) {
+            if (v && v[0] != '/')
+                return cli_usage_error("run", "--rootfs wants an absolute path, not '%s'", v);
+            rootfs_flag = v;
         } else if (cli_opt(argc, argv, &i, "--eval-id", &v, &bad)) {
             spec.eval_id = v;
+        } else if (cli_opt(argc, argv, &i, "--submitter", &v, &bad)) {
+            if (v && (!*v || strlen(v) > 128))
+                return cli_usage_error("run", "--submitter wants 1-128 bytes");
+            if (v)
+                submitter = v;
+        } else if (cli_opt(argc, argv, &i, "--metrics-file", &v, &bad)) {
+            metrics_path = v;
         } else if (a[0] == '-' && a[1]) {
             return cli_usage_error("run", "unknown option '%s'", a);
         } else if (!file) {
@@ -359,9 +450,9 @@ static int cmd_run(int argc, char **argv)
         return cli_usage_error("run", "--cgroup-parent wants one path component");
 
     char err[ERR_LEN];
-    char seccomp_name[64] = "", cgparent[128] = "";
+    char seccomp_name[64] = "", cgparent[128] = "", rootfs[1024] = "";
     if (policy && policy_load(policy, &spec, seccomp_name, sizeof seccomp_name, cgparent,
-                              sizeof cgparent, err, sizeof err) < 0)
+                              sizeof cgparent, rootfs, sizeof rootfs, err, sizeof err) < 0)
         return cli_usage_error("run", "%s", err);
     /* flags override the policy */
     uint64_t *fv[] = {&fl.wall_timeout_ms,  &fl.cpu_time_ms,    &fl.memory_max_bytes, &fl.pids_max,
@@ -378,6 +469,7 @@ static int cmd_run(int argc, char **argv)
     if (seccomp_name[0])
         spec.seccomp_policy = seccomp_name;
     spec.cgroup_parent = cgparent_flag ? cgparent_flag : (cgparent[0] ? cgparent : NULL);
+    spec.rootfs = rootfs_flag ? rootfs_flag : (rootfs[0] ? rootfs : NULL);
 
     struct sandbox_limits eff = spec.limits;
     sandbox_limits_default(&eff);
@@ -462,6 +554,12 @@ static int cmd_run(int argc, char **argv)
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    /* inside the span's scope, so the security lines carry its trace_id */
+    if (res.nevents) {
+        char aerr[ERR_LEN];
+        if (audit_write(audit_path, &res, aerr, sizeof aerr) < 0)
+            fprintf(stderr, "clearbox run: audit log %s: %s\n", audit_path, aerr);
+    }
     trace_span_set_str(sp, "eval_id", res.eval_id);
     trace_span_set_str(sp, "engine", res.engine);
     trace_span_set_str(sp, "language", lg->name);
@@ -474,10 +572,16 @@ static int cmd_run(int argc, char **argv)
     trace_span_restore(&scope);
     trace_span_end(sp);
 
-    if (audit_path && res.nevents) {
-        char aerr[ERR_LEN];
-        if (audit_write(audit_path, &res, aerr, sizeof aerr) < 0)
-            fprintf(stderr, "clearbox run: audit log %s: %s\n", audit_path, aerr);
+    /* the cost counter needs the submitter, so the caller records it (the
+     * engine records the other DESIGN.md metrics) */
+    const struct telemetry_std *tstd = telemetry_std();
+    if (tstd && res.status != SANDBOX_ERROR && res.res.estimated_cost_cents > 0)
+        metrics_counter_add_f(metrics_counter_labels(tstd->cost_cents, lg->name, submitter),
+                              res.res.estimated_cost_cents);
+    if (metrics_path) {
+        char merr[ERR_LEN];
+        if (metrics_write(metrics_path, merr, sizeof merr) < 0)
+            fprintf(stderr, "clearbox run: --metrics-file: %s\n", merr);
     }
     struct buf b;
     buf_init(&b, NULL, 0, (size_t)64 << 20);
@@ -492,6 +596,17 @@ static int cmd_run(int argc, char **argv)
     buf_free(&b);
     if (rc < 0 && !json)
         fprintf(stderr, "clearbox run: %s\n", err);
+    if (res.status != SANDBOX_ERROR && res.ndegraded) {
+        /* never silently weaker: name every missing protection or figure */
+        char miss[512];
+        int ml = 0;
+        for (size_t i = 0; i < res.ndegraded && ml < (int)sizeof miss; i++)
+            ml += snprintf(miss + ml, sizeof miss - (size_t)ml, "%s%s", i ? ", " : "",
+                           res.degraded[i]);
+        fprintf(stderr,
+                "clearbox run: warning: ran without %s (policy.degraded; see docs/sandbox.md)\n",
+                miss);
+    }
     ret = (rc < 0 || res.status == SANDBOX_ERROR) ? 1 : 0;
     sandbox_result_free(&res);
     telemetry_shutdown();

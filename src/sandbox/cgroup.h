@@ -62,6 +62,8 @@ struct cgroup {
     bool peak_native;                   /* memory peak comes from the kernel */
     bool pids_peak_native;
     /* sampling state */
+    int sfd[5]; /* sampled files kept open (fd + 1; 0: not yet): re-read with
+                   pread at 0 every ms instead of open/read/close */
     uint64_t last_sample_ns;
     int64_t last_memory;
     struct cgroup_usage u;
@@ -92,7 +94,7 @@ int cgroup_finish(struct cgroup *cg, uint64_t now_mono_ns);
 int cgroup_kill(struct cgroup *cg, uint64_t timeout_ms, char *err, size_t errlen);
 /* Is any task left? (true when unknown) */
 bool cgroup_populated(const struct cgroup *cg);
-/* rmdir what cgroup_create made. */
+/* rmdir what cgroup_create made (closes the sampled files first). */
 int cgroup_destroy(struct cgroup *cg, char *err, size_t errlen);
 
 /* Parsers (exposed for the tests against recorded files). */

@@ -32,6 +32,23 @@ const struct sandbox_engine *sandbox_engine_find(const char *name)
     return NULL;
 }
 
+void sandbox_control_init(struct sandbox_control *c)
+{
+    memset(c, 0, sizeof *c);
+    atomic_init(&c->killed, 0);
+}
+
+void sandbox_control_kill(struct sandbox_control *c)
+{
+    if (c)
+        atomic_store(&c->killed, 1);
+}
+
+bool sandbox_control_killed(struct sandbox_control *c)
+{
+    return c && atomic_load(&c->killed) != 0;
+}
+
 void sandbox_limits_default(struct sandbox_limits *l)
 {
     if (!l->wall_timeout_ms)
@@ -266,6 +283,9 @@ static void record_metrics(const struct sandbox_result *r)
                                   r->res.memory_peak_mb * 1024.0 * 1024.0);
     for (size_t i = 0; i < r->nevents; i++)
         metrics_counter_inc(metrics_counter_labels(t->security_events, r->events[i].reason));
+    if (r->nevents > 0)
+        metrics_counter_inc(metrics_counter_labels(t->evaluations_flagged,
+                                                   r->language[0] ? r->language : "unknown"));
 }
 
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *out, char *err,

@@ -6,8 +6,10 @@
  * stale when no live run holds <state>/<id>/lock; its tasks are killed (the
  * same freeze/kill/thaw as a normal teardown) and it is removed. Entries
  * younger than GC_MIN_AGE_S are left alone: they may belong to a run that is
- * starting (it makes its cgroups before it can take its lock); a cgroup that
- * still has tasks is left alone until it is older than any run can be. */
+ * starting (a run makes its state directory, then takes the lock, then makes
+ * its cgroups; the age rule covers the moment between mkdir and flock); a
+ * cgroup that still has tasks is left alone until it is older than any run
+ * can be. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,8 +26,8 @@
 #include "sandbox/sandbox.h"
 #include "util/err.h"
 
-/* A run makes its cgroups, then its state directory, then takes the lock:
- * anything younger than this may be a run starting up, not a crashed one. */
+/* A run makes its state directory, then takes the lock: anything younger
+ * than this may be a run starting up, not a crashed one. */
 #define GC_MIN_AGE_S 10
 /* Longer than the longest timeout a run may have (24 h). */
 #define GC_POPULATED_AGE_S (25 * 3600)

@@ -11,24 +11,32 @@
  *     └─ init   pid 1 of the new pid namespace, uid 0 of the new user
  *        │      namespace (host uid SANDBOX_HOST_UID_BASE, never host root).
  *        │      Builds the root, brings lo up, opens the DNS stub sockets,
- *        │      then forks the program and reaps zombies. When the program
+ *        │      loads the seccomp filter, then forks the program (which
+ *        │      inherits the filter) and reaps zombies. When the program
  *        │      ends, init reports its wait status and exits; the kernel then
  *        │      kills everything left in the pid namespace (double-forked
  *        │      daemons included), and the parent also kills the cgroup.
  *        └─ program  uid 1000 (host SANDBOX_HOST_UID_BASE + 1000), no
  *                    capabilities (bounding set emptied), no_new_privs,
- *                    rlimits, seccomp filter last, then execve.
+ *                    rlimits, the filter (inherited, checked), then execve.
  *
- * Control channel: one SOCK_SEQPACKET socketpair. Parent -> init "G" (maps
- * written, cgroup joined: go). init -> parent "D" + SCM_RIGHTS (DNS stub
- * sockets). program -> parent "L<fd>" (the seccomp listener's fd number; the
- * parent copies it with pidfd_getfd) and parent -> program "A". Anyone ->
- * parent "E<message>" on a failed step, then _exit: fail closed. EOF (every
- * child end closed; the program's at execve by close-on-exec) means the
- * program is running.
+ * Control channel: one SOCK_SEQPACKET socketpair, in this order.
+ *   parent -> init  "G"  uid/gid maps written: go (init has already
+ *                        unshared its network, IPC and UTS namespaces)
+ *   init -> parent  "D" + SCM_RIGHTS, "M<mask>"  the DNS stub's sockets
+ *                        (the parent starts the supervisor thread)
+ *   parent -> init  "C"  cgroups made and init in them: fork the program
+ *   init -> parent  "L<fd>"  init loaded the seccomp filter; its listener's
+ *                        fd number (the parent copies it with pidfd_getfd)
+ *   parent -> init  "A"  copied: init closes its own copy
+ *   init -> parent  "X"  the program has exec'd
+ *   anyone -> parent "E<message>" on a failed step, then _exit: fail closed.
+ * The parent makes its cgroups while init builds the root, so the two
+ * halves of the setup run in parallel (docs/sandbox.md "Performance").
  *
- * Filesystem: the parent mounts a tmpfs (size = disk limit, owned by the
- * program's host uid) at <state>/<id>/ws holding work/ and tmp/; init mounts
+ * Filesystem: init (or, with --output-dir, the parent on the host) mounts a
+ * tmpfs (size = disk limit, owned by the program's uid) at <state>/<id>/ws
+ * holding work/ and tmp/; init mounts
  * a small tmpfs at <state>/<id>/root in its private mount namespace, fills it
  * (ro /usr, /bin /lib* links, a generated /etc, /dev with five bind-mounted
  * nodes, fresh /proc with /proc/sys ro, /work and /tmp from ws), remounts it
@@ -86,12 +94,17 @@ struct nrun {
     struct cgroup_mounts mounts;
     struct cgroup cg;
     char id[SANDBOX_EVAL_ID_MAX + 1];
-    char state[PATH_MAX / 4]; /* <state_dir>/<id> */
-    char ws[PATH_MAX / 4];    /* state/ws: the workspace tmpfs */
-    char root[PATH_MAX / 4];  /* state/root: init's new root */
+    char sd[PATH_MAX / 4 - 64]; /* <state_dir> */
+    char state[PATH_MAX / 4];   /* <state_dir>/<id> */
+    char ws[PATH_MAX / 4];      /* state/ws: the workspace tmpfs */
+    char root[PATH_MAX / 4];    /* state/root: init's new root */
     char work[PATH_MAX / 4], tmp[PATH_MAX / 4];
     int lock_fd;
     bool state_made, ws_mounted, root_made;
+    bool unpriv;      /* not root: single-uid map, workspace made by init */
+    bool ws_in_init;  /* init mounts and fills the workspace in its own mount
+                         namespace (unless --output-dir needs it on the host) */
+    char rootfs[256]; /* "" (the host's /usr) or the rootfs directory */
     int stdin_fd;
     int out_p[2], err_p[2], ctl[2], status_p[2];
     const char *envp[SANDBOX_ENV_MAX + 8];
@@ -106,12 +119,14 @@ struct nrun {
     bool killed; /* we killed the sandbox */
     bool prog_done;
     int prog_wstatus;
+    bool disk_full; /* init saw the workspace tmpfs full when the program ended */
     uint64_t t0, t_exec, t_end;
     uint64_t cpu_limit_ns;
     /* clock marks per phase ($CLEARBOX_PHASE_MARKS=1 prints them on stderr) */
     const char *mark_name[24];
     uint64_t mark_ns[24];
     int nmarks;
+    volatile uint64_t *cmarks; /* shared page for child-side marks, or NULL */
 };
 
 static void mark(struct nrun *n, const char *what)
@@ -122,16 +137,37 @@ static void mark(struct nrun *n, const char *what)
     }
 }
 
-static void marks_print(const struct nrun *n)
+/* Child-side marks go into a shared page (only with CLEARBOX_PHASE_MARKS=1):
+ * init and the program write clock readings there, the parent prints them. */
+enum { CM_G, CM_UNSHARED, CM_ROOT, CM_PIVOT, CM_DNS, CM_C, CM_FORKED, CM_FILTER, CM_EXEC, CM_N };
+static const char *const cmark_names[CM_N] = {"init:go",      "init:unshared",  "init:root_built",
+                                              "init:pivoted", "init:dns_open",  "init:cgroup_go",
+                                              "prog:forked",  "prog:filter_on", "prog:execve"};
+static void cmark(struct nrun *n, int which)
+{
+    if (n->cmarks)
+        n->cmarks[which] = time_mono_ns();
+}
+
+static bool marks_on(void)
 {
     const char *e = getenv("CLEARBOX_PHASE_MARKS");
-    if (!e || strcmp(e, "1"))
+    return e && !strcmp(e, "1");
+}
+
+static void marks_print(const struct nrun *n)
+{
+    if (!marks_on())
         return;
-    char line[1024];
+    char line[2048];
     int len = snprintf(line, sizeof line, "phase marks (ms since start):");
     for (int i = 0; i < n->nmarks && len < (int)sizeof line; i++)
         len += snprintf(line + len, sizeof line - (size_t)len, " %s=%.3f", n->mark_name[i],
                         (double)(n->mark_ns[i] - n->t0) / 1e6);
+    for (int i = 0; n->cmarks && i < CM_N && len < (int)sizeof line; i++)
+        if (n->cmarks[i])
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s=%.3f", cmark_names[i],
+                            (double)(n->cmarks[i] - n->t0) / 1e6);
     fprintf(stderr, "%s\n", line);
 }
 
@@ -294,13 +330,18 @@ static void build_root(struct nrun *n, int ctl)
         path_join(p, sizeof p, n->root, dirs[i]);
         CK(ctl, mkdir(p, 0755), "mkdir %s", p);
     }
-    /* /usr read-only; the top-level links (or directories) of merged /usr */
+    /* /usr read-only; the top-level links (or directories) of merged /usr;
+     * from the host's / or from the rootfs directory (n->rootfs, "" = host).
+     * Plain binds: mounts inside the rootfs's usr/ are not carried along,
+     * so everything the program sees there is read-only. */
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/usr", n->rootfs);
     path_join(p, sizeof p, n->root, "usr");
-    CK(ctl, bind_mount("/usr", p, true, MS_NOSUID | MS_NODEV), "bind /usr");
+    CK(ctl, bind_mount(src, p, true, MS_NOSUID | MS_NODEV), "bind %s", src);
     static const char *const tops[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
     for (size_t i = 0; i < sizeof tops / sizeof tops[0]; i++) {
-        char host[32], target[PATH_MAX];
-        snprintf(host, sizeof host, "/%s", tops[i]);
+        char host[PATH_MAX], target[PATH_MAX];
+        snprintf(host, sizeof host, "%s/%s", n->rootfs, tops[i]);
         path_join(p, sizeof p, n->root, tops[i]);
         ssize_t tl = readlink(host, target, sizeof target - 1);
         if (tl > 0) {
@@ -328,14 +369,17 @@ static void build_root(struct nrun *n, int ctl)
         CK(ctl, write_text(p, etc[i].text, 0644), "write %s", p);
     }
     snprintf(p, sizeof p, "%s/etc/ld.so.cache", n->root);
-    copy_host_file(ctl, "/etc/ld.so.cache", p);
+    snprintf(src, sizeof src, "%s/etc/ld.so.cache", n->rootfs);
+    copy_host_file(ctl, src, p); /* the rootfs's own, never the host's for it */
     /* /dev: five nodes bind-mounted from the host, nothing else */
     static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
     for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
         snprintf(p, sizeof p, "%s/dev/%s", n->root, devs[i]);
         snprintf(q, sizeof q, "/dev/%s", devs[i]);
         CK(ctl, write_text(p, "", 0666), "create %s", p);
-        CK(ctl, bind_mount(q, p, false, MS_NOSUID | MS_NOEXEC), "bind %s", q);
+        /* a plain bind keeps the host /dev mount's nosuid; noexec would add
+         * nothing (execve refuses a character device), so no remount */
+        CK(ctl, mount(q, p, NULL, MS_BIND, NULL), "bind %s", q);
     }
     static const struct {
         const char *name, *target;
@@ -347,11 +391,12 @@ static void build_root(struct nrun *n, int ctl)
         snprintf(p, sizeof p, "%s/dev/%s", n->root, links[i].name);
         CK(ctl, symlink(links[i].target, p), "symlink %s", p);
     }
-    /* the workspace and /tmp (the parent's tmpfs) */
+    /* the workspace and /tmp: that tmpfs was mounted nosuid,nodev (by init
+     * or the parent), and a bind keeps both */
     path_join(p, sizeof p, n->root, "work");
-    CK(ctl, bind_mount(n->work, p, false, MS_NOSUID | MS_NODEV), "bind workspace");
+    CK(ctl, mount(n->work, p, NULL, MS_BIND, NULL), "bind workspace");
     path_join(p, sizeof p, n->root, "tmp");
-    CK(ctl, bind_mount(n->tmp, p, false, MS_NOSUID | MS_NODEV), "bind tmp");
+    CK(ctl, mount(n->tmp, p, NULL, MS_BIND, NULL), "bind tmp");
     /* a fresh /proc for the new pid namespace; others' processes invisible */
     path_join(p, sizeof p, n->root, "proc");
     CK(ctl, mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"), "mount /proc");
@@ -398,6 +443,8 @@ static int send_fds(int sock, char tag, const int *fds, size_t nfds)
     return sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
+static int ws_fill(struct nrun *n, uid_t owner, char *what, size_t wl);
+
 static void set_rlimit(int ctl, int res, rlim_t v, const char *name)
 {
     struct rlimit rl = {v, v};
@@ -408,6 +455,7 @@ static void program_main(struct nrun *n, int ctl) __attribute__((noreturn));
 static void program_main(struct nrun *n, int ctl)
 {
     const struct sandbox_spec *spec = n->spec;
+    cmark(n, CM_FORKED);
     close(n->status_p[1]);
     CK(ctl, dup2(n->stdin_fd, 0), "dup2 stdin");
     CK(ctl, dup2(n->out_p[1], 1), "dup2 stdout");
@@ -433,23 +481,13 @@ static void program_main(struct nrun *n, int ctl)
     uid_t ru, eu, su;
     if (getresuid(&ru, &eu, &su) < 0 || ru != SANDBOX_UID || eu != SANDBOX_UID || su != SANDBOX_UID)
         child_fail(ctl, 0, "uid is not %d after setresuid", SANDBOX_UID);
-    /* every inherited fd closes at exec (ctl too: its EOF tells the parent) */
+    /* every inherited fd closes at exec (ctl and init's listener copy too) */
     CK(ctl, syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC), "close_range");
     CK(ctl, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
-    if (n->have_prog) {
-        /* last step: the filter, then hand its listener over (write/read only) */
-        int lfd = seccomp_prog_load(&n->prog);
-        if (lfd < 0)
-            child_fail(ctl, -lfd, "load the seccomp filter");
-        char m[16];
-        int ml = snprintf(m, sizeof m, "L%d", lfd);
-        if (write(ctl, m, (size_t)ml) != ml)
-            _exit(127);
-        char ack;
-        if (read(ctl, &ack, 1) != 1 || ack != 'A')
-            _exit(127);
-        close(lfd);
-    }
+    /* the seccomp filter came with the fork (init loaded it); read it back */
+    if (n->have_prog && prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2)
+        child_fail(ctl, 0, "the seccomp filter is not on");
+    cmark(n, CM_FILTER);
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)n->envp);
     child_fail(ctl, errno, "execve %s", spec->argv[0]);
 }
@@ -479,24 +517,64 @@ static int init_main(struct nrun *n)
     n->stdin_fd = 7;
     n->ctl[0] = n->out_p[0] = n->err_p[0] = n->status_p[0] = -1;
     int ctl = n->ctl[1];
+    /* The new network (~0.4 ms), IPC and UTS namespaces need only the
+     * capabilities we hold in the new user namespace, not its id maps: make
+     * them now, while the parent writes the maps and makes the cgroups. */
+    CK(ctl, unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
+       "unshare the network, IPC and UTS namespaces");
+    cmark(n, CM_UNSHARED);
     char go;
     if (read(ctl, &go, 1) != 1 || go != 'G')
         _exit(127); /* the parent gave up */
-    /* become uid/gid 0 of the new namespace (host SANDBOX_HOST_UID_BASE) */
-    CK(ctl, sys_setresgid(0), "setresgid 0");
-    CK(ctl, sys_setresuid(0), "setresuid 0");
-    if (n->cg.mode != CGROUP_NONE)
-        CK(ctl, unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace");
+    cmark(n, CM_G);
+    /* become uid/gid 0 of the new namespace (host SANDBOX_HOST_UID_BASE);
+     * unprivileged, only SANDBOX_UID is mapped and we already are it (with
+     * every capability in the new namespace, as its creator) */
+    if (!n->unpriv) {
+        CK(ctl, sys_setresgid(0), "setresgid 0");
+        CK(ctl, sys_setresuid(0), "setresuid 0");
+    }
     CK(ctl, sethostname("clearbox", 8), "sethostname");
     CK(ctl, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "make / private");
+    if (n->ws_in_init) {
+        /* A scratch tmpfs over the state directory (in our namespace only;
+         * the host never sees it) holds the two mount points. */
+        CK(ctl,
+           mount("tmpfs", n->sd, "tmpfs", MS_NOSUID | MS_NODEV, "size=16k,nr_inodes=8,mode=0700"),
+           "mount the scratch tmpfs");
+        snprintf(n->ws, sizeof n->ws, "%s/ws", n->sd);
+        snprintf(n->root, sizeof n->root, "%s/root", n->sd);
+        snprintf(n->work, sizeof n->work, "%s/ws/work", n->sd);
+        snprintf(n->tmp, sizeof n->tmp, "%s/ws/tmp", n->sd);
+        CK(ctl, mkdir(n->ws, 0700), "mkdir %s", n->ws);
+        CK(ctl, mkdir(n->root, 0755), "mkdir %s", n->root);
+        /* The workspace tmpfs, made here in our mount namespace: it dies
+         * with the namespace, so the parent neither mounts nor unmounts on
+         * the host (~0.5 ms). Unprivileged, the parent could not mount at
+         * all, and we already are the program's uid. Sizes and ids are
+         * read in our user namespace (uid 1000 = the program). */
+        char opts[128], what[PATH_MAX + 64];
+        if (n->unpriv)
+            snprintf(opts, sizeof opts, "size=%" PRIu64 ",mode=0755", n->r->limits.disk_max_bytes);
+        else
+            snprintf(opts, sizeof opts, "size=%" PRIu64 ",mode=0755,uid=%d,gid=%d",
+                     n->r->limits.disk_max_bytes, SANDBOX_UID, SANDBOX_UID);
+        CK(ctl, mount("tmpfs", n->ws, "tmpfs", MS_NOSUID | MS_NODEV, opts),
+           "mount the workspace tmpfs");
+        int wrc = ws_fill(n, n->unpriv ? (uid_t)-1 : SANDBOX_UID, what, sizeof what);
+        if (wrc < 0)
+            child_fail(ctl, -wrc, "%s", what);
+    }
     CK(ctl,
        mount("tmpfs", n->root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=128,mode=0755"),
        "mount the root tmpfs");
     build_root(n, ctl);
+    cmark(n, CM_ROOT);
     CK(ctl, chdir(n->root), "chdir to the new root");
     CK(ctl, syscall(SYS_pivot_root, ".", "."), "pivot_root");
     CK(ctl, umount2(".", MNT_DETACH), "detach the old root");
     CK(ctl, chdir("/"), "chdir /");
+    cmark(n, CM_PIVOT);
     loopback_up(ctl);
     int dns[NETWATCH_DNS_NFDS];
     int rc = netwatch_dns_open(dns);
@@ -516,6 +594,7 @@ static int init_main(struct nrun *n)
     CK(ctl, write(ctl, mask, 2), "send the DNS mask");
     for (size_t i = 0; i < np; i++)
         close(pass[i]);
+    cmark(n, CM_DNS);
     /* limits every process of the sandbox inherits */
     const struct sandbox_limits *l = &n->r->limits;
     set_rlimit(ctl, RLIMIT_NOFILE, l->open_files_max, "NOFILE");
@@ -525,6 +604,35 @@ static int init_main(struct nrun *n)
     set_rlimit(ctl, RLIMIT_MSGQUEUE, 0, "MSGQUEUE");
     /* a per-process CPU backstop a little past the cgroup's limit */
     set_rlimit(ctl, RLIMIT_CPU, (rlim_t)(l->cpu_time_ms / 1000 + 2), "CPU");
+    /* without a pids cgroup (unprivileged), RLIMIT_NPROC counts the tasks
+     * of our uid in this user namespace: the fork bomb backstop */
+    if (n->unpriv)
+        set_rlimit(ctl, RLIMIT_NPROC, (rlim_t)l->pids_max, "NPROC");
+    /* wait until the parent has put us in the evaluation's cgroup (its
+     * limits must hold before the program exists), then root a cgroup
+     * namespace there so the program sees "/" as its cgroup */
+    char cgo;
+    if (read(ctl, &cgo, 1) != 1 || cgo != 'C')
+        _exit(127); /* the parent gave up */
+    cmark(n, CM_C);
+    CK(ctl, unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace");
+    /* The seccomp filter, loaded here so the program inherits it with the
+     * fork; we need only wait4/write/statfs/exit under it. We keep the
+     * listener open until we exit, so the parent can take its copy with
+     * pidfd_getfd whenever it reads "L" (notifications wait in the kernel
+     * meanwhile) and nobody waits for a round trip. We may load it without
+     * no_new_privs: we hold CAP_SYS_ADMIN in our user namespace; the
+     * program sets no_new_privs itself before execve. */
+    int lfd = -1;
+    if (n->have_prog) {
+        lfd = seccomp_prog_load(&n->prog);
+        if (lfd < 0)
+            child_fail(ctl, -lfd, "load the seccomp filter");
+        char m[16];
+        int ml = snprintf(m, sizeof m, "L%d", lfd);
+        if (write(ctl, m, (size_t)ml) != ml)
+            _exit(127);
+    }
     /* vfork: init's address space is a copy of clearbox's (large); the
      * program child only reads it and ends in execve or _exit, and init has
      * nothing to do until then, so sharing it saves the page-table copy.
@@ -534,7 +642,18 @@ static int init_main(struct nrun *n)
         child_fail(ctl, errno, "fork the program");
     if (prog == 0)
         program_main(n, ctl);
-    close(ctl);
+    /* vfork returns once the program has exec'd (or failed and said so) */
+    if (send(ctl, "X", 1, MSG_NOSIGNAL) != 1)
+        _exit(127);
+    /* Wait for the parent's copy of the listener ("A", sent before it reads
+     * "X"), then drop ours: from now on the parent's is the only one, so if
+     * its supervisor goes, notified calls fail with ENOSYS, not hang. */
+    if (lfd >= 0) {
+        char ack;
+        if (read(ctl, &ack, 1) != 1 || ack != 'A')
+            _exit(1);
+        close(lfd);
+    }
     close(n->out_p[1]);
     close(n->err_p[1]);
     close(n->stdin_fd);
@@ -544,7 +663,11 @@ static int init_main(struct nrun *n)
         int st;
         pid_t w = waitpid(-1, &st, 0);
         if (w == prog) {
-            ssize_t wr = write(n->status_p[1], &st, sizeof st);
+            /* the wait status, and whether the workspace tmpfs is full
+             * (what the disk_limit event reports) */
+            struct statfs sf;
+            int rep[2] = {st, statfs("/work", &sf) == 0 && sf.f_bavail == 0};
+            ssize_t wr = write(n->status_p[1], rep, sizeof rep);
             (void)wr;
             _exit(0);
         }
@@ -630,17 +753,112 @@ static void close_fd(int *fd)
     }
 }
 
-static int state_prepare(struct nrun *n, char *err, size_t errlen)
+/* The default state directory: /run/clearbox for root; for another user
+ * $XDG_RUNTIME_DIR/clearbox (when that is a directory of theirs), else
+ * /tmp/clearbox-<uid>. Either way it must turn out to be a directory owned
+ * by us (state_prepare checks with lstat), so a planted one is refused. */
+static void state_dir_default(char *out, size_t n)
+{
+    if (geteuid() == 0) {
+        snprintf(out, n, "%s", SANDBOX_STATE_DIR_DEFAULT);
+        return;
+    }
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    struct stat st;
+    if (x && x[0] == '/' && lstat(x, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+        snprintf(out, n, "%s/clearbox", x) < (int)n)
+        return;
+    snprintf(out, n, "/tmp/clearbox-%u", (unsigned)geteuid());
+}
+
+/* The workspace's content: work/ (the program and the --file's) and tmp/,
+ * owned by owner ((uid_t)-1: leave as made). Runs in the parent (with
+ * --output-dir: the tmpfs is mounted on the host, owner = the program's host
+ * uid) or in init (the tmpfs lives in init's mount namespace; owner = the
+ * program's uid there). No malloc: safe in the raw-cloned child. On failure
+ * returns -errno, the step in what. */
+static int ws_fill(struct nrun *n, uid_t owner, char *what, size_t wl)
 {
     const struct sandbox_spec *spec = n->spec;
-    const char *sd = spec->state_dir ? spec->state_dir : SANDBOX_STATE_DIR_DEFAULT;
-    if (mkdir(sd, 0711) < 0 && errno != EEXIST)
+    bool do_chown = owner != (uid_t)-1;
+    uid_t hu = owner;
+    char p[PATH_MAX];
+    if (mkdir(n->work, 0755) < 0 || (do_chown && chown(n->work, hu, hu) < 0) ||
+        mkdir(n->tmp, 01777) < 0 || (do_chown && chown(n->tmp, hu, hu) < 0) ||
+        chmod(n->tmp, 01777) < 0) {
+        snprintf(what, wl, "prepare the workspace");
+        return -errno;
+    }
+    size_t nf = spec->nfiles < SANDBOX_FILES_MAX ? spec->nfiles : SANDBOX_FILES_MAX;
+    for (size_t i = 0; i <= nf; i++) {
+        const char *name = i < nf ? spec->files[i].name : spec->code_name;
+        const char *data = i < nf ? spec->files[i].data : spec->code;
+        size_t len = i < nf ? spec->files[i].len : spec->code_len;
+        bool x = i < nf && spec->files[i].executable;
+        if (i == nf && !(spec->code && spec->code_name))
+            break;
+        snprintf(p, sizeof p, "%s/%s", n->work, name);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, x ? 0755 : 0644);
+        if (fd < 0) {
+            snprintf(what, wl, "create %s", p);
+            return -errno;
+        }
+        int rc = write_all_fd(fd, data, len) < 0 ? -errno : 0;
+        if (rc == 0 && do_chown && fchown(fd, hu, hu) < 0)
+            rc = -errno;
+        close(fd);
+        if (rc < 0) {
+            snprintf(what, wl, "write %s (disk limit %" PRIu64 " bytes?)", p,
+                     n->r->limits.disk_max_bytes);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static bool file_name_ok(const char *name)
+{
+    return name && *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+}
+
+/* Before clone: the paths (init gets a copy of them) and the file names. */
+static int state_paths(struct nrun *n, char *err, size_t errlen)
+{
+    const struct sandbox_spec *spec = n->spec;
+    char sdbuf[PATH_MAX / 4];
+    const char *sd = spec->state_dir;
+    if (!sd) {
+        state_dir_default(sdbuf, sizeof sdbuf);
+        sd = sdbuf;
+    }
+    if (snprintf(n->sd, sizeof n->sd, "%s", sd) >= (int)sizeof n->sd ||
+        snprintf(n->state, sizeof n->state, "%s/%s", sd, n->id) >= (int)sizeof n->state ||
+        snprintf(n->ws, sizeof n->ws, "%s/ws", n->state) >= (int)sizeof n->ws ||
+        snprintf(n->root, sizeof n->root, "%s/root", n->state) >= (int)sizeof n->root ||
+        snprintf(n->work, sizeof n->work, "%s/work", n->ws) >= (int)sizeof n->work ||
+        snprintf(n->tmp, sizeof n->tmp, "%s/tmp", n->ws) >= (int)sizeof n->tmp)
+        return err_set(err, errlen, -ENAMETOOLONG, "state path too long");
+    if (spec->code && spec->code_name && !file_name_ok(spec->code_name))
+        return err_set(err, errlen, -EINVAL, "bad workspace file name '%s'", spec->code_name);
+    for (size_t i = 0; i < spec->nfiles; i++)
+        if (i >= SANDBOX_FILES_MAX || !file_name_ok(spec->files[i].name))
+            return err_set(err, errlen, -EINVAL, "bad workspace file name '%s' (or more than %d)",
+                           i < SANDBOX_FILES_MAX && spec->files[i].name ? spec->files[i].name : "",
+                           SANDBOX_FILES_MAX);
+    return 0;
+}
+
+/* After clone, before "G" (init is still making its network namespace, so
+ * this costs nothing on the way to the program): the state directory, its
+ * lock and, with --output-dir, the workspace on the host. */
+static int state_prepare(struct nrun *n, char *err, size_t errlen)
+{
+    const char *sd = n->sd;
+    if (mkdir(sd, n->unpriv ? 0700 : 0711) < 0 && errno != EEXIST)
         return err_sys(err, errlen, -errno, "mkdir %s", sd);
     struct stat st;
     if (lstat(sd, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
         return err_set(err, errlen, -EPERM, "%s is not a directory owned by us", sd);
-    if (snprintf(n->state, sizeof n->state, "%s/%s", sd, n->id) >= (int)sizeof n->state)
-        return err_set(err, errlen, -ENAMETOOLONG, "state path too long");
     if (mkdir(n->state, 0711) < 0)
         return err_sys(err, errlen, -errno, "mkdir %s", n->state);
     n->state_made = true;
@@ -649,11 +867,12 @@ static int state_prepare(struct nrun *n, char *err, size_t errlen)
     n->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (n->lock_fd < 0 || flock(n->lock_fd, LOCK_EX | LOCK_NB) < 0)
         return err_sys(err, errlen, -errno, "lock %s", p);
-    if (snprintf(n->ws, sizeof n->ws, "%s/ws", n->state) >= (int)sizeof n->ws ||
-        snprintf(n->root, sizeof n->root, "%s/root", n->state) >= (int)sizeof n->root ||
-        snprintf(n->work, sizeof n->work, "%s/work", n->ws) >= (int)sizeof n->work ||
-        snprintf(n->tmp, sizeof n->tmp, "%s/tmp", n->ws) >= (int)sizeof n->tmp)
-        return err_set(err, errlen, -ENAMETOOLONG, "state path too long");
+    /* Mount points on the host only when the parent mounts the workspace
+     * (--output-dir). Otherwise init makes its own on a scratch tmpfs: a
+     * host directory that was a mount point in init's (dead) namespace costs
+     * ~0.6 ms to rmdir (the kernel detaches the mount first). */
+    if (n->ws_in_init)
+        return 0;
     if (mkdir(n->ws, 0700) < 0 || mkdir(n->root, 0755) < 0)
         return err_sys(err, errlen, -errno, "mkdir in %s", n->state);
     n->root_made = true;
@@ -664,33 +883,10 @@ static int state_prepare(struct nrun *n, char *err, size_t errlen)
     if (mount("tmpfs", n->ws, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
         return err_sys(err, errlen, -errno, "mount the workspace tmpfs on %s", n->ws);
     n->ws_mounted = true;
-    if (mkdir(n->work, 0755) < 0 || chown(n->work, hu, hu) < 0 || mkdir(n->tmp, 01777) < 0 ||
-        chown(n->tmp, hu, hu) < 0 || chmod(n->tmp, 01777) < 0)
-        return err_sys(err, errlen, -errno, "prepare the workspace");
-    /* the program file and the extra files */
-    struct sandbox_file files[SANDBOX_FILES_MAX + 1];
-    size_t nf = 0;
-    if (spec->code && spec->code_name)
-        files[nf++] = (struct sandbox_file){spec->code_name, spec->code, spec->code_len, false};
-    for (size_t i = 0; i < spec->nfiles && nf < SANDBOX_FILES_MAX + 1; i++)
-        files[nf++] = spec->files[i];
-    for (size_t i = 0; i < nf; i++) {
-        const char *name = files[i].name;
-        if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
-            return err_set(err, errlen, -EINVAL, "bad workspace file name '%s'", name ? name : "");
-        snprintf(p, sizeof p, "%s/%s", n->work, name);
-        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                      files[i].executable ? 0755 : 0644);
-        if (fd < 0)
-            return err_sys(err, errlen, -errno, "create %s", p);
-        int rc = write_all_fd(fd, files[i].data, files[i].len) < 0 ? -errno : 0;
-        if (rc == 0 && fchown(fd, hu, hu) < 0)
-            rc = -errno;
-        close(fd);
-        if (rc < 0)
-            return err_sys(err, errlen, rc, "write %s (disk limit %" PRIu64 " bytes?)", p,
-                           n->r->limits.disk_max_bytes);
-    }
+    char what[PATH_MAX + 64];
+    int rc = ws_fill(n, hu, what, sizeof what);
+    if (rc < 0)
+        return err_sys(err, errlen, rc, "%s", what);
     return 0;
 }
 
@@ -799,6 +995,13 @@ static void state_cleanup(struct nrun *n)
     close_fd(&n->lock_fd);
 }
 
+/* Killed from outside: the old sig_atomic_t flag or the control. */
+static bool cancelled(const struct nrun *n)
+{
+    const struct sandbox_spec *spec = n->spec;
+    return (spec->cancel && *spec->cancel) || sandbox_control_killed(spec->control);
+}
+
 static void decide(struct nrun *n, enum sandbox_status s)
 {
     if (n->decided < 0)
@@ -878,22 +1081,6 @@ static ssize_t ctl_recv(int sock, char *msg, size_t max, int *fds, size_t *nfds)
     return r;
 }
 
-/* The program's pid as we see it: the only child of init at this point. */
-static pid_t program_pid(pid_t init)
-{
-    char p[64], b[64];
-    snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)init, (int)init);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t r = read(fd, b, sizeof b - 1);
-    close(fd);
-    if (r <= 0)
-        return -1;
-    b[r] = '\0';
-    return (pid_t)strtol(b, NULL, 10);
-}
-
 /* Wait until the program has exec'd (or setup failed). */
 static int setup_wait(struct nrun *n, char *err, size_t errlen)
 {
@@ -909,8 +1096,12 @@ static int setup_wait(struct nrun *n, char *err, size_t errlen)
                          SETUP_TIMEOUT_MS);
             break;
         }
+        if (cancelled(n)) {
+            rc = -ECANCELED; /* not an error: the caller turns it into killed */
+            break;
+        }
         struct pollfd pf = {.fd = n->ctl[0], .events = POLLIN};
-        int pr = poll(&pf, 1, (int)((deadline - now) / 1000000ull) + 1);
+        int pr = poll(&pf, 1, 10); /* short slices: a kill must be seen soon */
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr <= 0)
@@ -924,8 +1115,10 @@ static int setup_wait(struct nrun *n, char *err, size_t errlen)
             break;
         }
         if (len == 0)
-            break; /* EOF: exec'd */
+            break; /* EOF: init is gone (supervise() sees how) */
         msg[len] = '\0';
+        if (msg[0] == 'X' && len == 1)
+            break; /* the program has exec'd */
         if (msg[0] == 'E') {
             for (size_t i = 0; i < nfds; i++)
                 close(fds[i]);
@@ -942,19 +1135,10 @@ static int setup_wait(struct nrun *n, char *err, size_t errlen)
                 if ((mask & (1 << i)) && k < ngot)
                     dns[i] = got[k++];
             ngot = 0;
-        } else if (msg[0] == 'L') {
-            mark(n, "filter_loaded");
-            int fdnum = atoi(msg + 1);
-            pid_t prog = program_pid(n->init_pid);
-            int lfd = prog > 0 ? seccomp_listener_fetch(prog, fdnum, err, errlen)
-                               : err_set(err, errlen, -ESRCH, "cannot find the program's pid");
-            if (lfd < 0) {
-                rc = lfd;
-                break;
-            }
+            /* start the supervisor now, while init forks the program and it
+             * loads its filter; the listener follows ("L") */
             struct netwatch_config cfg;
             netwatch_config_init(&cfg);
-            cfg.listener_fd = lfd;
             memcpy(cfg.dns_fds, dns, sizeof dns);
             for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
                 dns[i] = -1; /* netwatch owns them now */
@@ -964,8 +1148,27 @@ static int setup_wait(struct nrun *n, char *err, size_t errlen)
             if ((rc = netwatch_start(&cfg, &n->nw, err, errlen)) < 0)
                 break;
             mark(n, "supervisor_started");
-            if (write(n->ctl[0], "A", 1) != 1) {
-                rc = err_sys(err, errlen, -errno, "ack the program");
+        } else if (msg[0] == 'L') {
+            mark(n, "filter_loaded");
+            int fdnum = atoi(msg + 1);
+            int lfd = seccomp_listener_fetch(n->init_pid, fdnum, err, errlen);
+            if (lfd < 0) {
+                rc = lfd;
+                break;
+            }
+            if (!n->nw) {
+                close(lfd);
+                rc = err_set(err, errlen, -EPROTO, "the program's filter came before the root");
+                break;
+            }
+            if ((rc = netwatch_set_listener(n->nw, lfd)) < 0) {
+                err_set(err, errlen, rc, "hand the seccomp listener to the supervisor");
+                break;
+            }
+            mark(n, "listener_handed");
+            /* init drops its copy of the listener when it reads this */
+            if (send(n->ctl[0], "A", 1, MSG_NOSIGNAL) != 1) {
+                rc = err_sys(err, errlen, -errno, "ack the sandbox's init");
                 break;
             }
         } else {
@@ -1061,17 +1264,40 @@ static void check_limits(struct nrun *n)
     }
 }
 
+static void progress_report(struct nrun *n, uint64_t now)
+{
+    struct sandbox_control *c = n->spec->control;
+    const struct cgroup_usage *u = &n->cg.u;
+    bool cg = n->cg.mode != CGROUP_NONE;
+    struct sandbox_progress p = {
+        .eval_id = n->r->eval_id,
+        .elapsed_ms = (double)(now - n->t_exec) / 1e6,
+        .cpu_seconds = cg && u->cpu_total_ns >= 0 ? (double)u->cpu_total_ns / 1e9 : -1,
+        .memory_mb = cg && u->memory_current >= 0 ? (double)u->memory_current / 1048576.0 : -1,
+        .pids = cg ? u->pids_current : -1,
+    };
+    pthread_mutex_lock(&n->ev_lock);
+    p.security_events = n->r->nevents;
+    pthread_mutex_unlock(&n->ev_lock);
+    c->on_progress(&p, c->arg);
+}
+
 static void supervise(struct nrun *n)
 {
     const struct sandbox_spec *spec = n->spec;
     struct sandbox_result *r = n->r;
+    struct sandbox_control *ctl = spec->control;
     uint64_t deadline = n->t_exec + r->limits.wall_timeout_ms * 1000000ull;
     uint64_t next_sample = n->t_exec;
+    uint64_t every = ctl && ctl->progress_interval_ms ? ctl->progress_interval_ms : 1000;
+    if (every < 10)
+        every = 10;
+    uint64_t next_progress = n->t_exec;
     bool init_gone = false;
     uint64_t drain_deadline = 0;
     while (n->out_p[0] >= 0 || n->err_p[0] >= 0 || !init_gone) {
         uint64_t now = time_mono_ns();
-        if (spec->cancel && *spec->cancel && !n->killed) {
+        if (cancelled(n) && !n->killed) {
             decide(n, SANDBOX_KILLED);
             kill_all(n);
         }
@@ -1084,6 +1310,10 @@ static void supervise(struct nrun *n)
             /* sample often at first (short programs), then every 10 ms */
             uint64_t age = now - n->t_exec;
             next_sample = now + (age < 20000000ull ? 1000000ull : 10000000ull);
+        }
+        if (ctl && ctl->on_progress && !init_gone && now >= next_progress) {
+            progress_report(n, now);
+            next_progress = now + every * 1000000ull;
         }
         if (init_gone) {
             if (!drain_deadline)
@@ -1115,11 +1345,12 @@ static void supervise(struct nrun *n)
         if (ip >= 0 && pf[ip].revents) {
             init_gone = true;
             n->t_end = time_mono_ns();
-            int st;
-            ssize_t rd = read(n->status_p[0], &st, sizeof st);
-            if (rd == (ssize_t)sizeof st) {
+            int rep[2];
+            ssize_t rd = read(n->status_p[0], rep, sizeof rep);
+            if (rd == (ssize_t)sizeof rep) {
                 n->prog_done = true;
-                n->prog_wstatus = st;
+                n->prog_wstatus = rep[0];
+                n->disk_full = rep[1] != 0;
             }
         }
     }
@@ -1227,6 +1458,99 @@ static void fill_resources(struct nrun *n)
     s->estimated_cost_cents = cents;
 }
 
+/* A rootfs directory must be an absolute path to a real directory holding
+ * usr/, and neither may be writable by everyone (anyone could plant the
+ * programs the sandbox runs). */
+static int rootfs_check(struct nrun *n, const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    char usr[PATH_MAX];
+    bool dotdot = false;
+    for (const char *q = strstr(dir, "/.."); q && !dotdot; q = strstr(q + 1, "/.."))
+        dotdot = q[3] == '/' || q[3] == '\0';
+    if (dir[0] != '/' || dotdot || strlen(dir) >= sizeof n->rootfs)
+        return err_set(err, errlen, -EINVAL,
+                       "'%.64s' must be an absolute path without '..', "
+                       "shorter than %zu bytes",
+                       dir, sizeof n->rootfs);
+    if (lstat(dir, &st) < 0)
+        return err_sys(err, errlen, -errno, "%s", dir);
+    if (!S_ISDIR(st.st_mode))
+        return err_set(err, errlen, -ENOTDIR, "%s is not a directory (symlinks are refused)", dir);
+    if (st.st_mode & S_IWOTH)
+        return err_set(err, errlen, -EPERM, "%s is writable by everyone", dir);
+    snprintf(usr, sizeof usr, "%s/usr", dir);
+    if (lstat(usr, &st) < 0 || !S_ISDIR(st.st_mode))
+        return err_set(err, errlen, -ENOENT, "%s has no usr/ directory", dir);
+    if (st.st_mode & S_IWOTH)
+        return err_set(err, errlen, -EPERM, "%s is writable by everyone", usr);
+    snprintf(n->rootfs, sizeof n->rootfs, "%s", dir);
+    size_t l = strlen(n->rootfs);
+    while (l > 1 && n->rootfs[l - 1] == '/')
+        n->rootfs[--l] = '\0';
+    memcpy(n->r->rootfs, n->rootfs, sizeof n->r->rootfs);
+    return 0;
+}
+
+/* Why clone into new namespaces failed, in words a user can act on. */
+static const char *clone_failure(int e, char *b, size_t n)
+{
+    const char *es = strerrordesc_np(e) ? strerrordesc_np(e) : "error";
+    if (geteuid() != 0 && (e == EPERM || e == ENOSPC || e == EACCES))
+        snprintf(b, n,
+                 "this host forbids unprivileged user namespaces (clone: %.32s); run clearbox as "
+                 "root, or allow them (user.max_user_namespaces, "
+                 "kernel.unprivileged_userns_clone, AppArmor)",
+                 es);
+    else
+        snprintf(b, n, "clone into new namespaces: %.32s (are user namespaces allowed?)", es);
+    return b;
+}
+
+static int setup_wait(struct nrun *n, char *err, size_t errlen);
+
+/* Did init report a failed step ("E...") in the next 50 ms? Used when a
+ * parent step fails in a way that may only be the consequence. */
+static bool child_error(struct nrun *n, char *why, size_t wl)
+{
+    struct pollfd pf = {.fd = n->ctl[0], .events = POLLIN};
+    char msg[CTL_MSG_MAX + 1];
+    int fds[NETWATCH_DNS_NFDS];
+    size_t nfds = 0;
+    if (poll(&pf, 1, 50) != 1)
+        return false;
+    ssize_t len = ctl_recv(n->ctl[0], msg, CTL_MSG_MAX, fds, &nfds);
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    if (len < 2 || msg[0] != 'E')
+        return false;
+    msg[len] = '\0';
+    snprintf(why, wl, "sandbox setup failed: %.200s", msg + 1);
+    return true;
+}
+
+/* init is gone before it got "G" or "C": it reported why on the control
+ * channel (a failed step), which is the error to show. */
+static int start_failed(struct nrun *n, char *err, size_t errlen)
+{
+    int e = errno;
+    char why[ERR_LEN];
+    if (setup_wait(n, why, sizeof why) < 0)
+        return sandbox__fail(n->r, -EPERM, "sandbox_setup_failed", err, errlen, "%s", why);
+    return sandbox__fail(n->r, -e, "sandbox_failed", err, errlen, "start the sandbox: %s",
+                         strerrordesc_np(e) ? strerrordesc_np(e) : "error");
+}
+
+/* A kill that came before the program ran: status killed, nothing ran. */
+static int killed_before_exec(struct nrun *n)
+{
+    decide(n, SANDBOX_KILLED);
+    n->killed = true;
+    n->t_exec = n->t_end = time_mono_ns();
+    n->r->create_ms = (double)(n->t_exec - n->t0) / 1e6;
+    return 0;
+}
+
 int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *r, char *err,
                         size_t errlen)
 {
@@ -1246,13 +1570,29 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     const char *reason = "sandbox_failed";
     char e2[ERR_LEN];
 
-    if (geteuid() != 0) {
-        rc = sandbox__fail(r, -EPERM, "sandbox_unavailable", err, errlen,
-                           "the native engine needs root in this version (unprivileged mode with a "
-                           "delegated cgroup is not implemented yet); run clearbox as root");
-        goto out;
+    /* Unprivileged mode: a user namespace mapping only SANDBOX_UID to our
+     * own uid; no cgroup unless one is delegated to us (policy.degraded says
+     * what is missing). The program never runs with less than namespaces,
+     * the read-only root, seccomp, rlimits and the wall clock. */
+    n->unpriv = geteuid() != 0;
+    if (n->unpriv) {
+        sandbox_result_degrade(r, "dedicated_uid"); /* the program's host uid is ours */
+        if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1) {
+            rc = sandbox__fail(r, -EPERM, "sandbox_unavailable", err, errlen,
+                               "unprivileged mode needs a dumpable process (it writes its "
+                               "child's /proc/PID/uid_map): after setresuid, call "
+                               "prctl(PR_SET_DUMPABLE, 1) or exec");
+            goto out;
+        }
+        if (spec->output_dir) {
+            rc = sandbox__fail(r, -EOPNOTSUPP, "invalid_request", err, errlen,
+                               "--output-dir needs root: unprivileged, the workspace lives only "
+                               "in the sandbox's own mount namespace");
+            goto out;
+        }
+    } else {
+        pthread_once(&groups_once, drop_groups);
     }
-    pthread_once(&groups_once, drop_groups);
 
     /* seccomp policy (parent side, may allocate) */
     const char *pol = spec->seccomp_policy ? spec->seccomp_policy : SECCOMP_POLICY_DEFAULT;
@@ -1273,7 +1613,7 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         copy_str(r->seccomp_sha256, sizeof r->seccomp_sha256, n->prog.sha256);
     }
 
-    /* cgroups */
+    /* where the cgroup hierarchies are (cached per process) */
     if (spec->cgroup_root) {
         rc = cgroup_mounts_detect(&n->mounts, spec->cgroup_root, e2, sizeof e2);
     } else {
@@ -1292,22 +1632,21 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         sandbox_result_degrade(r, "pids_limit");
         sandbox_result_degrade(r, "cpu_limit");
     }
-    struct cgroup_limits cl = {r->limits.memory_max_bytes, r->limits.pids_max,
-                               r->limits.cpu_cores_milli};
-    if ((rc = cgroup_create(&n->cg, &n->mounts,
-                            spec->cgroup_parent ? spec->cgroup_parent
-                                                : SANDBOX_CGROUP_PARENT_DEFAULT,
-                            n->id, &cl, e2, sizeof e2)) < 0) {
-        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
+
+    n->ws_in_init = n->unpriv || !spec->output_dir;
+    if (spec->rootfs && (rc = rootfs_check(n, spec->rootfs, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "invalid_request", err, errlen, "rootfs: %s", e2);
         goto out;
     }
-    if (n->cg.mode != CGROUP_NONE && !n->cg.swap_limited)
-        sandbox_result_degrade(r, "swap_limit");
-    if (n->cg.mode == CGROUP_V1 && !n->cg.made[CG_FREEZER])
-        sandbox_result_degrade(r, "freezer");
-    mark(n, "cgroup_made");
-
-    if ((rc = state_prepare(n, e2, sizeof e2)) < 0) {
+    if (marks_on()) {
+        void *pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (pg != MAP_FAILED)
+            n->cmarks = pg;
+    }
+    /* With --output-dir the parent mounts the workspace on the host, which
+     * init's mount namespace only sees if it is there before the clone. */
+    if ((rc = state_paths(n, e2, sizeof e2)) < 0 ||
+        (!n->ws_in_init && (rc = state_prepare(n, e2, sizeof e2)) < 0)) {
         rc = sandbox__fail(r, rc, "workspace_failed", err, errlen, "workspace: %s", e2);
         goto out;
     }
@@ -1330,16 +1669,20 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         goto out;
     }
     build_env(n);
-    mark(n, "workspace_ready");
+    mark(n, "pipes_ready");
+    if (cancelled(n)) {
+        rc = killed_before_exec(n);
+        goto out;
+    }
 
-    pid_t pid = (pid_t)syscall(SYS_clone,
-                               CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
-                                   CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,
-                               0, 0, 0, 0);
+    /* user, pid and mount namespaces here; init unshares the network (the
+     * costly one: ~0.4 ms), IPC and UTS namespaces itself, in parallel with
+     * our cgroup work. They are owned by the new user namespace either way. */
+    pid_t pid =
+        (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0);
     if (pid < 0) {
-        rc = sandbox__fail(r, -errno, "namespace_failed", err, errlen,
-                           "clone into new namespaces: %s (are user namespaces allowed?)",
-                           strerror_r(errno, e2, sizeof e2));
+        rc = sandbox__fail(r, -errno, "namespace_failed", err, errlen, "%s",
+                           clone_failure(errno, e2, sizeof e2));
         goto out;
     }
     if (pid == 0)
@@ -1352,9 +1695,16 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     close_fd(&n->stdin_fd);
     n->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     mark(n, "cloned");
-    char map[128];
-    snprintf(map, sizeof map, "0 %u 1\n%u %u 1\n", SANDBOX_HOST_UID_BASE, SANDBOX_UID,
-             SANDBOX_HOST_UID_BASE + SANDBOX_UID);
+    char map[128], gmap[128];
+    if (n->unpriv) {
+        /* an unprivileged writer may map its own ids, once each */
+        snprintf(map, sizeof map, "%u %u 1\n", SANDBOX_UID, (unsigned)geteuid());
+        snprintf(gmap, sizeof gmap, "%u %u 1\n", SANDBOX_UID, (unsigned)getegid());
+    } else {
+        snprintf(map, sizeof map, "0 %u 1\n%u %u 1\n", SANDBOX_HOST_UID_BASE, SANDBOX_UID,
+                 SANDBOX_HOST_UID_BASE + SANDBOX_UID);
+        snprintf(gmap, sizeof gmap, "%s", map);
+    }
     if (n->pidfd < 0) {
         rc = sandbox__fail(r, -errno, reason, err, errlen, "pidfd_open: %s",
                            strerror_r(errno, e2, sizeof e2));
@@ -1362,22 +1712,69 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     }
     if ((rc = write_proc(pid, "setgroups", "deny", e2, sizeof e2)) < 0 ||
         (rc = write_proc(pid, "uid_map", map, e2, sizeof e2)) < 0 ||
-        (rc = write_proc(pid, "gid_map", map, e2, sizeof e2)) < 0) {
-        rc = sandbox__fail(r, rc, "namespace_failed", err, errlen, "user namespace: %s", e2);
+        (rc = write_proc(pid, "gid_map", gmap, e2, sizeof e2)) < 0) {
+        char why[ERR_LEN];
+        if (child_error(n, why, sizeof why)) /* init failed first (its unshare) */
+            rc = sandbox__fail(r, -EPERM, "sandbox_setup_failed", err, errlen, "%s", why);
+        else
+            rc = sandbox__fail(r, rc, "namespace_failed", err, errlen, "user namespace: %s", e2);
         goto out;
     }
     mark(n, "maps_written");
+    if (n->ws_in_init && (rc = state_prepare(n, e2, sizeof e2)) < 0) {
+        rc = sandbox__fail(r, rc, "workspace_failed", err, errlen, "workspace: %s", e2);
+        goto out;
+    }
+    mark(n, "workspace_ready");
+    /* Go: init unshares the network, IPC and UTS namespaces and builds its
+     * root while we make and join the cgroups (the two run in parallel);
+     * it waits for "C" before it forks the program. */
+    if (send(n->ctl[0], "G", 1, MSG_NOSIGNAL) != 1) {
+        rc = start_failed(n, err, errlen);
+        goto out;
+    }
+    /* cgroups: made and joined after the clone (below) */
+    struct cgroup_limits cl = {r->limits.memory_max_bytes, r->limits.pids_max,
+                               r->limits.cpu_cores_milli};
+    rc = n->mounts.mode == CGROUP_NONE
+             ? 0
+             : cgroup_create(&n->cg, &n->mounts,
+                             spec->cgroup_parent ? spec->cgroup_parent
+                                                 : SANDBOX_CGROUP_PARENT_DEFAULT,
+                             n->id, &cl, e2, sizeof e2);
+    if (rc < 0 && n->unpriv && (rc == -EACCES || rc == -EPERM || rc == -EROFS)) {
+        /* no cgroup delegated to this user: run without, and say so */
+        memset(&n->cg, 0, sizeof n->cg);
+        n->cg.mode = CGROUP_NONE;
+        snprintf(r->cgroup_mode, sizeof r->cgroup_mode, "none");
+        sandbox_result_degrade(r, "memory_limit");
+        sandbox_result_degrade(r, "pids_limit");
+        sandbox_result_degrade(r, "cpu_limit");
+        rc = 0;
+    }
+    if (rc < 0) {
+        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
+        goto out;
+    }
+    if (n->cg.mode != CGROUP_NONE && !n->cg.swap_limited)
+        sandbox_result_degrade(r, "swap_limit");
+    if (n->cg.mode == CGROUP_V1 && !n->cg.made[CG_FREEZER])
+        sandbox_result_degrade(r, "freezer");
+    mark(n, "cgroup_made");
     if ((rc = cgroup_attach(&n->cg, pid, e2, sizeof e2)) < 0) {
         rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
         goto out;
     }
     mark(n, "cgroup_attached");
-    if (write(n->ctl[0], "G", 1) != 1) {
-        rc = sandbox__fail(r, -errno, reason, err, errlen, "start the sandbox: %s",
-                           strerror_r(errno, e2, sizeof e2));
+    if (send(n->ctl[0], "C", 1, MSG_NOSIGNAL) != 1) {
+        rc = start_failed(n, err, errlen);
         goto out;
     }
-    if ((rc = setup_wait(n, e2, sizeof e2)) < 0) {
+    if ((rc = setup_wait(n, e2, sizeof e2)) == -ECANCELED) {
+        rc = killed_before_exec(n);
+        goto out;
+    }
+    if (rc < 0) {
         rc = sandbox__fail(r, rc, "sandbox_setup_failed", err, errlen, "%s", e2);
         goto out;
     }
@@ -1417,17 +1814,15 @@ out:;
     if (rc == 0) {
         finish_result(n);
         fill_resources(n);
-        if (n->ws_mounted) {
-            struct statfs sf;
-            if (statfs(n->ws, &sf) == 0 && sf.f_bavail == 0) {
-                char m[96];
-                snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"bytes\"",
-                         r->limits.disk_max_bytes);
-                sandbox_result_add_event(r, "disk_limit", true, m);
-            }
-            if (spec->output_dir && output_copy(n, e2, sizeof e2) < 0)
-                sandbox_result_add_event(r, "output_copy_failed", false, NULL);
+        struct statfs sf;
+        if (n->disk_full || (n->ws_mounted && statfs(n->ws, &sf) == 0 && sf.f_bavail == 0)) {
+            char m[96];
+            snprintf(m, sizeof m, "\"limit\":%" PRIu64 ",\"unit\":\"bytes\"",
+                     r->limits.disk_max_bytes);
+            sandbox_result_add_event(r, "disk_limit", true, m);
         }
+        if (n->ws_mounted && spec->output_dir && output_copy(n, e2, sizeof e2) < 0)
+            sandbox_result_add_event(r, "output_copy_failed", false, NULL);
     }
     state_cleanup(n);
     mark(n, "workspace_removed");
@@ -1453,5 +1848,7 @@ out:;
     r->teardown_ms = (double)(t_done - t_td) / 1e6;
     r->duration_ms = (double)(t_done - n->t0) / 1e6;
     marks_print(n);
+    if (n->cmarks)
+        munmap((void *)n->cmarks, 4096);
     return rc;
 }

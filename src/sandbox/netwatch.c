@@ -86,6 +86,8 @@ struct tcp_conn {
 struct netwatch {
     pthread_t thread;
     int stopfd;                        /* eventfd: stop */
+    int wakefd;                        /* eventfd: a listener is pending */
+    int pending;                       /* listener handed over, not yet taken (mu) */
     int listener;                      /* seccomp listener, -1 none */
     bool listener_live;                /* not yet HUP or failed */
     int dns[NETWATCH_DNS_NFDS];
@@ -749,7 +751,7 @@ static void dns_tcp_read(struct netwatch *nw, struct tcp_conn *c)
 
 /* ---- the thread ------------------------------------------------------------ */
 
-enum { P_STOP, P_LISTENER, P_DNS0, P_CONN0 = P_DNS0 + NETWATCH_DNS_NFDS,
+enum { P_STOP, P_WAKE, P_LISTENER, P_DNS0, P_CONN0 = P_DNS0 + NETWATCH_DNS_NFDS,
        P_MAX = P_CONN0 + NW_TCP_MAX };
 
 static void *nw_main(void *p)
@@ -763,6 +765,8 @@ static void *nw_main(void *p)
         int timeout = -1;
         pfd[n] = (struct pollfd){.fd = nw->stopfd, .events = POLLIN};
         slot_of[n++] = P_STOP;
+        pfd[n] = (struct pollfd){.fd = nw->wakefd, .events = POLLIN};
+        slot_of[n++] = P_WAKE;
         if (nw->listener_live) {
             pfd[n] = (struct pollfd){.fd = nw->listener, .events = POLLIN};
             slot_of[n++] = P_LISTENER;
@@ -799,6 +803,21 @@ static void *nw_main(void *p)
             int s = slot_of[i];
             if (s == P_STOP)
                 return NULL;
+            if (s == P_WAKE) {
+                uint64_t v;
+                ssize_t rr = read(nw->wakefd, &v, sizeof v);
+                (void)rr;
+                pthread_mutex_lock(&nw->mu);
+                if (nw->pending >= 0 && nw->listener < 0) {
+                    nw->listener = nw->pending;
+                    nw->listener_live = true;
+                    nw->pending = -1;
+                    (void)ioctl(nw->listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+                }
+                pthread_mutex_unlock(&nw->mu);
+                break; /* rebuild the poll set with the listener in it */
+            }
             if (s == P_LISTENER) {
                 if (re & POLLIN) {
                     if (handle_notif(nw) < 0) {
@@ -861,7 +880,7 @@ int netwatch_start(const struct netwatch_config *cfg, netwatch_t **out, char *er
         return err_set(err, errlen, -ENOMEM, "netwatch_start: out of memory");
     }
     int rc;
-    nw->stopfd = -1;
+    nw->stopfd = nw->wakefd = nw->pending = -1;
     nw->listener = cfg->listener_fd;
     nw->listener_live = cfg->listener_fd >= 0;
     for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
@@ -895,7 +914,8 @@ int netwatch_start(const struct netwatch_config *cfg, netwatch_t **out, char *er
         (void)ioctl(nw->listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
                     SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
     nw->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (nw->stopfd < 0) {
+    nw->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (nw->stopfd < 0 || nw->wakefd < 0) {
         rc = err_sys(err, errlen, -errno, "eventfd");
         goto fail;
     }
@@ -915,11 +935,35 @@ fail:
     close_cfg_fds(cfg);
     if (nw->stopfd >= 0)
         close(nw->stopfd);
+    if (nw->wakefd >= 0)
+        close(nw->wakefd);
     free(nw->req);
     free(nw->resp);
     pthread_mutex_destroy(&nw->mu);
     free(nw);
     return rc;
+}
+
+int netwatch_set_listener(netwatch_t *nw, int listener_fd)
+{
+    if (!nw || listener_fd < 0) {
+        if (listener_fd >= 0)
+            close(listener_fd);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&nw->mu);
+    bool busy = nw->pending >= 0 || nw->listener >= 0;
+    if (!busy)
+        nw->pending = listener_fd;
+    pthread_mutex_unlock(&nw->mu);
+    if (busy) {
+        close(listener_fd);
+        return -EBUSY;
+    }
+    uint64_t one = 1;
+    while (write(nw->wakefd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+    return 0;
 }
 
 void netwatch_stats(netwatch_t *nw, struct netwatch_stats *out)
@@ -943,12 +987,15 @@ void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final)
         netwatch_stats(nw, final);
     if (nw->listener >= 0)
         close(nw->listener);
+    if (nw->pending >= 0)
+        close(nw->pending);
     for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
         if (nw->dns[i] >= 0)
             close(nw->dns[i]);
     for (int i = 0; i < NW_TCP_MAX; i++)
         tcp_close(&nw->conns[i]);
     close(nw->stopfd);
+    close(nw->wakefd);
     free(nw->req);
     free(nw->resp);
     pthread_mutex_destroy(&nw->mu);

@@ -104,6 +104,12 @@ int netwatch_start(const struct netwatch_config *cfg, netwatch_t **out, char *er
  * Pending sandboxed calls then fail with ENOSYS. NULL is a no-op. */
 void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final);
 void netwatch_stats(netwatch_t *nw, struct netwatch_stats *out);
+/* Hand the seccomp listener to a supervisor started without one (the
+ * engine starts it as soon as the DNS sockets exist, so the thread is up
+ * before the filter is). Takes listener_fd (closed on failure). Safe from
+ * any thread. 0, -EBUSY (it already has one) or -EINVAL. Notifications that
+ * arrive before the thread picks it up wait in the kernel's queue. */
+int netwatch_set_listener(netwatch_t *nw, int listener_fd);
 
 /* Child side, in the sandbox's network namespace after lo is up, while the
  * child still may bind port 53 (CAP_NET_BIND_SERVICE in the namespace's

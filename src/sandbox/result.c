@@ -192,6 +192,7 @@ int sandbox_result_json(const struct sandbox_result *r, struct buf *b)
     json_obj_close(&w);
     json_kv_str(&w, "cgroup_mode", r->cgroup_mode);
     json_kv_str(&w, "network", "loopback_only");
+    json_kv_str(&w, "rootfs", r->rootfs[0] ? r->rootfs : "host");
     json_key(&w, "pricing");
     json_obj_open(&w);
     json_kv_double(&w, "cents_per_cpu_second", r->pricing.cents_per_cpu_second);

@@ -20,6 +20,11 @@
  *    are kept, the rest dropped, and the program is killed (output_limit).
  *  - The program's environment is exactly PATH, HOME, LANG, TRACEPARENT and
  *    spec->env (K=V strings).
+ *  - Not root: the same isolation in a user namespace that maps only the
+ *    program's uid to the caller's; what needs a cgroup or a dedicated uid is
+ *    named in degraded[] (never silently dropped); where unprivileged user
+ *    namespaces are forbidden, status error (namespace_failed) says so. The
+ *    caller must be dumpable (docs/sandbox.md "Unprivileged mode").
  * Threads: sandbox_run may run concurrently from several threads (each run
  *   has its own state). As root, the first call drops the calling process's
  *   supplementary groups (setgroups(0, NULL)) so the sandbox cannot inherit
@@ -34,6 +39,7 @@
 #define CLEARBOX_SANDBOX_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -108,6 +114,55 @@ struct sandbox_file {
     bool executable;
 };
 
+/* ---- control from other threads: kill and progress ----------------------
+ * For a caller that must stop a running evaluation or watch it (the
+ * service's worker: cancel, shutdown, lease heartbeat). It owns a struct
+ * sandbox_control, sets it up and points spec->control at it:
+ *
+ *   struct sandbox_control c;
+ *   sandbox_control_init(&c);
+ *   c.on_progress = heartbeat; c.arg = job; c.progress_interval_ms = 500;
+ *   spec.control = &c;
+ *   sandbox_run(&spec, &res, err, sizeof err);    thread A
+ *   sandbox_control_kill(&c);                     thread B, any time
+ *
+ * Promises:
+ *  - sandbox_control_kill() is safe from any thread and from a signal handler
+ *    (one atomic store), before, during or after the run.
+ *  - After it, sandbox_run ends within 100 ms (the engine looks at the flag
+ *    at least every 10 ms during setup and execution), with status `killed`
+ *    (the caller may report it as `cancelled`), every process dead and
+ *    everything cleaned up as on any other path. A kill that comes before the
+ *    program starts gives `killed` without running it.
+ *  - on_progress (may be NULL) runs on the thread inside sandbox_run: once
+ *    right after the program starts, then at least every
+ *    progress_interval_ms (default 1000, minimum 10) until it ends. It must
+ *    not block (the limits are checked on the same thread); it may call
+ *    sandbox_control_kill().
+ * The control must outlive the sandbox_run call; one control serves one run
+ * at a time (re-init it for the next). */
+struct sandbox_progress {
+    const char *eval_id;
+    double elapsed_ms;  /* since the program started */
+    double cpu_seconds; /* of the whole cgroup so far; -1 unknown */
+    double memory_mb;   /* current; -1 unknown */
+    int64_t pids;       /* current tasks; -1 unknown */
+    size_t security_events;
+};
+
+struct sandbox_control {
+    /* public: set by the caller after sandbox_control_init */
+    void (*on_progress)(const struct sandbox_progress *p, void *arg);
+    void *arg;
+    uint64_t progress_interval_ms; /* 0 = 1000 */
+    /* private */
+    atomic_int killed;
+};
+
+void sandbox_control_init(struct sandbox_control *c);
+void sandbox_control_kill(struct sandbox_control *c);
+bool sandbox_control_killed(struct sandbox_control *c);
+
 struct sandbox_spec {
     const char *engine;   /* "native" (NULL = native) */
     const char *eval_id;  /* NULL: one is made (32 hex digits) */
@@ -124,13 +179,19 @@ struct sandbox_spec {
     const char *traceparent;    /* TRACEPARENT for the program (NULL: none) */
     const char *cgroup_parent;  /* parent cgroup name in each hierarchy; NULL "clearbox" */
     const char *cgroup_root;    /* NULL: found from /proc/self/mountinfo (tests set it) */
-    const char *state_dir;      /* NULL: /run/clearbox (root) */
-    const char *output_dir;     /* copy the workspace out here after the run, or NULL */
+    const char *state_dir;      /* NULL: /run/clearbox (root), else $XDG_RUNTIME_DIR/clearbox
+                                   or /tmp/clearbox-<uid> */
+    const char *output_dir;     /* copy the workspace out here after the run, or NULL
+                                   (root only: -EOPNOTSUPP, invalid_request otherwise) */
     const char *seccomp_policy; /* policy name ("default"); NULL = default */
+    const char *rootfs;         /* a root directory (e.g. made by debootstrap) whose usr/ and
+                                   bin, sbin, lib* links or directories the program sees,
+                                   read-only, instead of the host's; NULL = the host's */
     struct sandbox_limits limits;
     struct sandbox_pricing pricing;
-    volatile sig_atomic_t *cancel; /* when *cancel becomes non-zero: kill, status killed */
-    bool no_seccomp;               /* tests only: recorded in policy.degraded */
+    volatile sig_atomic_t *cancel;   /* when *cancel becomes non-zero: kill, status killed */
+    struct sandbox_control *control; /* kill from any thread, progress (NULL: none) */
+    bool no_seccomp;                 /* tests only: recorded in policy.degraded */
 };
 
 /* The cost record (DESIGN.md "Cost record"). A field that could not be
@@ -175,6 +236,7 @@ struct sandbox_result {
     char cgroup_mode[8]; /* "v1", "v2", "none" */
     char seccomp_name[32];
     char seccomp_sha256[65];
+    char rootfs[256]; /* "" = the host's /usr */
     const char *degraded[SANDBOX_DEGRADED_MAX];
     size_t ndegraded;
     char language[32];

@@ -22,12 +22,16 @@
  *
  * Order of use (the engine, src/sandbox/native.c):
  *   parent, before clone:  seccomp_policy_build()  -> struct seccomp_prog
- *   child, last step:      prctl(PR_SET_NO_NEW_PRIVS) (or seccomp_nnp_set()),
- *                          fd = seccomp_prog_load(&prog);
- *                          write fd number to the parent, wait for its ack,
- *                          close(fd), execve
- *   parent:                listener = seccomp_listener_fetch(child_pid, fdnum)
- *                          ack the child; hand listener to netwatch_start().
+ *   init, last step before forking the program (CAP_SYS_ADMIN in its user
+ *   namespace stands in for no_new_privs):
+ *                          fd = seccomp_prog_load(&prog); write fd number to
+ *                          the parent; keep fd open until init exits; fork
+ *   program:               prctl(PR_SET_NO_NEW_PRIVS), check the filter is
+ *                          on (PR_GET_SECCOMP), execve
+ *   parent:                listener = seccomp_listener_fetch(init_pid, fdnum)
+ *                          -> netwatch_set_listener() (the thread already runs).
+ * (A child without CAP_SYS_ADMIN sets no_new_privs first, and must keep the
+ * listener open, or wait for an ack, until the parent has its copy.)
  * The listener crosses with pidfd_getfd(2), not SCM_RIGHTS: once the filter is
  * on, the child's own sendmsg would be sent to the listener nobody reads yet
  * (deadlock). seccomp_fds_send/recv (SCM_RIGHTS) are for fds made before the
@@ -62,11 +66,25 @@ struct seccomp_prog {
 };
 
 /* Build the named policy for the native architecture (parent side, may
- * allocate). The first call per process runs libseccomp (about 2 ms); later
- * calls copy the cached program (thread-safe). -ENOENT for an unknown name,
- * -EIO if libseccomp fails. On failure *out is zeroed. */
+ * allocate). The first call per process reads the cache file (about 20 us;
+ * seccomp.c explains the key and the checks) or, on a miss, runs libseccomp
+ * and OpenSSL (about 10 ms) and rewrites the file; later calls copy the
+ * program held in memory (thread-safe). -ENOENT for an unknown name, -EIO if
+ * libseccomp fails. On failure *out is zeroed. */
 int seccomp_policy_build(const char *name, struct seccomp_prog *out, char *err, size_t errlen);
 void seccomp_prog_free(struct seccomp_prog *p);
+
+/* The BPF cache, exposed for tests and `clearbox gc`. Directory:
+ * $CLEARBOX_CACHE_DIR, else SECCOMP_CACHE_DIR_DEFAULT. path: the file for a
+ * policy in this binary (-ENOENT: the binary has no build id, no cache).
+ * load: 0 and a program (free it) when the file passes every check; -ENOENT
+ * (absent), -EPERM (owner or mode wrong, a symlink), -EBADMSG (key, size or
+ * checksum wrong). store: write p atomically (0 or -errno). */
+#define SECCOMP_CACHE_DIR_DEFAULT "/var/cache/clearbox"
+#define SECCOMP_OPTIMIZE 2 /* libseccomp's binary tree (seccomp.c says why) */
+int seccomp_cache_path(const char *name, char *out, size_t outlen);
+int seccomp_cache_load(const char *name, struct seccomp_prog *out);
+int seccomp_cache_store(const struct seccomp_prog *p);
 
 /* The policy's canonical description: one rule per line, sorted
  * ("allow read", "notify ptrace", "errno:38 clone3", "allow clone if arg0&...",
@@ -78,7 +96,9 @@ int seccomp_policy_describe(const char *name, char *out, size_t outlen,
 
 /* Child side. PR_SET_NO_NEW_PRIVS; 0 or -errno. */
 int seccomp_nnp_set(void);
-/* Install p with SECCOMP_FILTER_FLAG_NEW_LISTENER (no_new_privs must be set).
+/* Install p with SECCOMP_FILTER_FLAG_NEW_LISTENER (no_new_privs must be set,
+ * or the caller must hold CAP_SYS_ADMIN in its user namespace, as the
+ * sandbox's init does: it loads the filter and the program inherits it).
  * Returns the listener fd (close-on-exec) or -errno. After this, only
  * allowlisted syscalls work without a supervisor: keep the rest of the child
  * to read/write/close/execve. */

@@ -61,6 +61,7 @@ int telemetry_metrics_register(metrics_registry_t *reg, size_t submitters_max,
 {
     static const char *const status_language[] = {"status", "language"};
     static const char *const reason[] = {"reason"};
+    static const char *const language[] = {"language"};
     static const char *const language_submitter[] = {"language", "submitter"};
     static const char *const signal[] = {"signal"};
     size_t cost_max[2] = {0, submitters_max ? submitters_max : TELEMETRY_SUBMITTERS_MAX_DEFAULT};
@@ -94,6 +95,10 @@ int telemetry_metrics_register(metrics_registry_t *reg, size_t submitters_max,
     TRY(family(reg, METRICS_COUNTER, "clearbox_security_events_total",
                "Security audit events (network attempts, blocked syscalls, limits), by reason",
                NULL, reason, 1, NULL, 0, NULL, &o->security_events, err, errlen));
+    TRY(family(reg, METRICS_COUNTER, "clearbox_evaluations_with_security_events_total",
+               "Evaluations that produced at least one security event, by language (with "
+               "clearbox_evaluations_total: the share of evaluations with events)",
+               NULL, language, 1, NULL, 0, NULL, &o->evaluations_flagged, err, errlen));
     TRY(family(reg, METRICS_COUNTER, "clearbox_cost_cents_total",
                "Estimated cost of evaluations in cents, by language and submitter (submitters "
                "past the configured bound fold into \"other\")",

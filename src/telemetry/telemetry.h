@@ -41,6 +41,7 @@ struct telemetry_std {
     metrics_histogram_t *evaluation_cpu;         /* clearbox_evaluation_cpu_seconds */
     metrics_histogram_t *evaluation_memory_peak; /* clearbox_evaluation_memory_peak_bytes */
     metrics_family_t *security_events;           /* clearbox_security_events_total{reason} */
+    metrics_family_t *evaluations_flagged;       /* ..._with_security_events_total{language} */
     metrics_family_t *cost_cents;                /* clearbox_cost_cents_total{language,submitter} */
     metrics_family_t *telemetry_dropped;         /* clearbox_telemetry_dropped_total{signal} */
 };

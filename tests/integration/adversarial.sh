@@ -16,7 +16,10 @@ py=/usr/bin/python3
 pass=0 fail=0
 if [ "$(id -u)" != 0 ]; then echo "SKIP adversarial: needs root"; echo "0 passed, 0 failed"; exit 0; fi
 work=$(mktemp -d /tmp/cb-adv.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# our own cgroup parent: other suites may run sandboxes at the same time
+# (same uids), so "left behind" means "in our cgroups"
+cgp="clearbox-adv-$$"
+trap 'rm -rf "$work"; rmdir /sys/fs/cgroup/*/"$cgp" /sys/fs/cgroup/"$cgp" 2>/dev/null' EXIT
 only=${1:-}
 for f in "$here"/adversarial/*.py "$here"/adversarial/*.sh; do
     name=$(basename "$f"); name=${name%.*}
@@ -26,7 +29,7 @@ for f in "$here"/adversarial/*.py "$here"/adversarial/*.sh; do
     id="adv-$name-$$"
     audit="$work/$name.audit"
     # shellcheck disable=SC2086
-    unshare -n -- "$cb" run --json --eval-id "$id" --audit-log "$audit" $flags "$f" \
+    unshare -n -- "$cb" run --json --eval-id "$id" --audit-log "$audit" --cgroup-parent "$cgp" $flags "$f" \
         >"$work/$name.json" 2>"$work/$name.err"
     rc=$?
     why=$("$py" - "$work/$name.json" "$expect" "$rc" <<'PY'
@@ -64,7 +67,7 @@ PY
     fi
     # nothing left behind
     [ -e "/run/clearbox/$id" ] && why="$why; state directory left"
-    for c in /sys/fs/cgroup/*/clearbox/"$id" /sys/fs/cgroup/clearbox/"$id"; do
+    for c in /sys/fs/cgroup/*/"$cgp"/"$id" /sys/fs/cgroup/"$cgp"/"$id"; do
         [ -e "$c" ] && why="$why; cgroup $c left"
     done
     [ -e /tmp/daemon-started ] && why="$why; wrote /tmp/daemon-started on the host"
@@ -74,9 +77,16 @@ PY
         echo "FAIL $name: $why"; head -c 300 "$work/$name.err"; fail=$((fail + 1))
     fi
 done
-# no process of the sandbox uids survives the suite
+# no process of the sandbox uids survives the suite in our cgroups, and the
+# cgroups themselves go (rmdir fails while a task is left in one)
 sleep 0.2
-left=$(ps -eo uid=,pid=,comm= | awk '$1 == 100000 || $1 == 101000')
-if [ -n "$left" ]; then echo "FAIL leftover processes: $left"; fail=$((fail + 1)); else echo "PASS no leftover processes"; pass=$((pass + 1)); fi
+left=""
+for pid in $(ps -eo uid=,pid= | awk '$1 == 100000 || $1 == 101000 {print $2}'); do
+    grep -q "/$cgp/" "/proc/$pid/cgroup" 2>/dev/null && left="$left $pid($(cat "/proc/$pid/comm" 2>/dev/null))"
+done
+for c in /sys/fs/cgroup/*/"$cgp" /sys/fs/cgroup/"$cgp"; do
+    [ -d "$c" ] && ! rmdir "$c" 2>/dev/null && left="$left cgroup:$c"
+done
+if [ -n "$left" ]; then echo "FAIL leftover processes:$left"; fail=$((fail + 1)); else echo "PASS no leftover processes"; pass=$((pass + 1)); fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -84,5 +84,105 @@ touch -d '1 minute ago' /run/clearbox/gc-stale-$$ /sys/fs/cgroup/pids/clearbox/g
 grep -q "gc-stale-$$" "$t/gc.out" && [ ! -e /run/clearbox/gc-stale-$$ ] && [ ! -e /sys/fs/cgroup/pids/clearbox/gc-stale-$$ ] \
     && ok "gc removes and reports stale runs" || ko "gc" "$(cat "$t/gc.out")"
 
+# security logger: one line per audit record (with its seq and hash), and
+# the cost counter with the submitter, in --metrics-file
+printf 'import socket\ntry:\n    socket.create_connection(("192.0.2.1", 80), timeout=0.2)\nexcept OSError:\n    pass\n' > "$t/conn.py"
+"$cb" run --audit-log "$t/audit.log" --metrics-file "$t/m.prom" --submitter team-a "$t/conn.py" \
+    >"$t/c.json" 2>"$t/c.err"
+"$py" - "$t/c.err" "$t/audit.log" <<'PYEOF' && ok "security logger line per audit record, with seq and hash" || ko "security log" "$(grep -c security "$t/c.err") lines"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+sec = [l for l in lines if l.get("logger") == "security"]
+audit = [json.loads(l) for l in open(sys.argv[2])]
+assert sec and len(sec) == len(audit), (len(sec), len(audit))
+for s, a in zip(sec, audit):
+    assert s["event"] == "evaluation.suspicious" and s["level"] == "warning"
+    assert s["reason"] == a["reason"] and s["audit_seq"] == a["seq"] and s["audit_hash"] == a["hash"]
+    assert s["details"] == a["details"] and s["eval_id"] == a["eval_id"]
+    assert len(s["trace_id"]) == 32
+assert any(s["details"].get("address") == "192.0.2.1" for s in sec)
+PYEOF
+grep -q '^clearbox_cost_cents_total{language="python",submitter="team-a"} [0-9.e-]*$' "$t/m.prom" \
+    && grep -q '^clearbox_evaluations_total{status="completed",language="python"} 1$' "$t/m.prom" \
+    && ok "--metrics-file: cost by language and submitter" || ko "metrics file" "$(grep clearbox_cost "$t/m.prom")"
+if command -v promtool >/dev/null; then
+    promtool check metrics <"$t/m.prom" >"$t/promtool.out" 2>&1 && ok "promtool accepts the metrics file" \
+        || ko "promtool" "$(head -c 300 "$t/promtool.out")"
+fi
+
+# the seccomp BPF cache: a miss writes it, a corrupted file is refused and
+# rewritten, a file others may write is refused
+export CLEARBOX_CACHE_DIR="$t/cache"
+"$cb" run "$t/ok.py" >"$t/c1.json" 2>/dev/null
+f=$(ls "$t"/cache/seccomp-default-*.bpf 2>/dev/null | head -n1)
+sha1=$(field "$t/c1.json" policy.seccomp.sha256)
+[ -n "$f" ] && [ "$(stat -c %u:%a "$f")" = 0:644 ] && ok "seccomp cache written (root, 0644)" || ko "cache" "no file"
+if [ -n "$f" ]; then
+    printf 'X' | dd of="$f" bs=1 seek=300 conv=notrunc status=none
+    "$cb" run "$t/ok.py" >"$t/c2.json" 2>/dev/null
+    [ "$(field "$t/c2.json" status)" = completed ] && [ "$(field "$t/c2.json" policy.seccomp.sha256)" = "$sha1" ] \
+        && "$py" -c 'import sys; b=open(sys.argv[1],"rb").read(); sys.exit(b[300:301]==b"X")' "$f" \
+        && ok "corrupted cache refused and rewritten" || ko "corrupt cache" "$(head -c 200 "$t/c2.json")"
+    chmod 666 "$f"; before=$(stat -c %i "$f")
+    "$cb" run "$t/ok.py" >"$t/c3.json" 2>/dev/null
+    [ "$(field "$t/c3.json" status)" = completed ] && [ "$(stat -c %a "$f")" = 644 ] && [ "$(stat -c %i "$f")" != "$before" ] \
+        && ok "world-writable cache refused and replaced" || ko "cache perms" "$(stat -c %a "$f")"
+fi
+unset CLEARBOX_CACHE_DIR
+
+# unprivileged: as nobody, it runs contained and names what it lacks (no
+# delegated cgroup here), or refuses clearly where user namespaces are off
+mkdir -m 755 "$t/pub"; chmod 755 "$t"
+printf 'import os\nprint(os.getuid())\n' > "$t/pub/who.py"
+(cd "$t/pub" && setpriv --reuid=65534 --regid=65534 --clear-groups env -u XDG_RUNTIME_DIR \
+    "$cb" run who.py >"$t/np.json" 2>"$t/np.err"); rc=$?
+if [ $rc = 1 ] && grep -q "forbids unprivileged user namespaces" "$t/np.json"; then
+    ok "unprivileged: clear refusal (this host forbids user namespaces)"
+else
+    [ $rc = 0 ] && [ "$(field "$t/np.json" status)" = completed ] && [ "$(field "$t/np.json" stdout)" = 1000 ] \
+        && "$py" -c 'import json,sys; d=json.load(open(sys.argv[1]))["policy"]["degraded"]; sys.exit(not {"memory_limit","pids_limit","accounting","dedicated_uid"} <= set(d))' "$t/np.json" \
+        && grep -q "warning: ran without dedicated_uid, memory_limit" "$t/np.err" \
+        && ok "unprivileged: runs, names every missing limit on stderr and in policy.degraded" \
+        || ko "unprivileged" "rc=$rc $(head -c 300 "$t/np.json") $(tail -n1 "$t/np.err")"
+fi
+(cd "$t/pub" && setpriv --reuid=65534 --regid=65534 --clear-groups "$cb" run --output-dir "$t/pub/o" who.py \
+    >"$t/np2.json" 2>/dev/null); rc=$?
+[ $rc = 1 ] && [ "$(field "$t/np2.json" error.reason)" = invalid_request ] \
+    && ok "unprivileged: --output-dir refused, not ignored" || ko "unpriv output-dir" "rc=$rc"
+
+# --rootfs: a tiny root made from the host's own dash and its libraries (no
+# download); the program sees it instead of the host's /usr. A debootstrap
+# tree works the same way.
+r="$t/rootfs"
+if [ -x /usr/bin/dash ] && command -v ldd >/dev/null; then
+    mkdir -p "$r/usr/bin" "$r/etc"
+    cp /usr/bin/dash "$r/usr/bin/dash"; ln -s dash "$r/usr/bin/sh"
+    for lib in $(ldd /usr/bin/dash | grep -o '/[^ ]*'); do
+        real=$(readlink -f "$lib"); case "$lib" in /lib*) lib=/usr$lib ;; esac
+        mkdir -p "$r$(dirname "$lib")"; cp "$real" "$r$lib"
+    done
+    for top in bin lib lib64; do [ -d "$r/usr/$top" ] && ln -s "usr/$top" "$r/$top"; done
+    echo marker >"$r/usr/MARKER"
+    printf 'test -e /usr/MARKER && echo marker
+test -e /usr/bin/python3 || echo no-python
+' >"$t/r.sh"
+    "$cb" run --rootfs "$r" "$t/r.sh" >"$t/r.json" 2>/dev/null
+    [ "$(field "$t/r.json" status)" = completed ] && [ "$(field "$t/r.json" stdout)" = "$(printf 'marker\nno-python')" ] \
+        && [ "$(field "$t/r.json" policy.rootfs)" = "$r" ] \
+        && ok "--rootfs: the program sees the rootfs, recorded in policy.rootfs" || ko "rootfs" "$(head -c 300 "$t/r.json")"
+    printf '{"rootfs": "%s"}\n' "$r" >"$t/rp.json"
+    "$cb" run --policy "$t/rp.json" "$t/r.sh" >"$t/r2.json" 2>/dev/null
+    [ "$(field "$t/r2.json" stdout)" = "$(printf 'marker\nno-python')" ] && ok "policy key rootfs" || ko "policy rootfs" "$(head -c 200 "$t/r2.json")"
+    chmod 777 "$r/usr"
+    "$cb" run --rootfs "$r" "$t/r.sh" >"$t/r3.json" 2>/dev/null; rc=$?
+    [ $rc = 1 ] && [ "$(field "$t/r3.json" error.reason)" = invalid_request ] \
+        && ok "--rootfs writable by everyone: refused" || ko "rootfs perms" "rc=$rc"
+    chmod 755 "$r/usr"
+else
+    echo "SKIP --rootfs: no /usr/bin/dash or ldd"
+fi
+"$cb" run --rootfs relative/dir "$t/ok.py" >"$t/u.out" 2>/dev/null; rc=$?
+[ $rc = 2 ] && [ ! -s "$t/u.out" ] && ok "--rootfs relative: usage error" || ko "rootfs relative" "rc=$rc"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

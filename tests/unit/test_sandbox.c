@@ -246,6 +246,62 @@ TEST(limits_and_accounting_v2_recorded)
                cg.u.memory_mb_seconds);
 }
 
+/* The v2 kill path against a recorded tree. What is real: our writes and
+ * reads, and the SIGKILL a listed task gets. What a v2 kernel would do on
+ * its own (kill on "1" in cgroup.kill, flip "populated") cannot happen in a
+ * plain directory, so the test checks the request and the loud timeout
+ * instead of pretending to be the kernel. */
+static struct cgroup recorded_v2(const char *d)
+{
+    struct cgroup cg;
+    memset(&cg, 0, sizeof cg);
+    cg.mode = CGROUP_V2;
+    cg.made[0] = true;
+    snprintf(cg.dir[0], sizeof cg.dir[0], "%s", d);
+    return cg;
+}
+
+TEST(kill_empty_cgroup_is_a_no_op_v2_recorded)
+{
+    const char *d = test_tmpdir();
+    put(d, "cgroup.events", "populated 0\nfrozen 0\n");
+    put(d, "cgroup.kill", "");
+    put(d, "cgroup.procs", "");
+    struct cgroup cg = recorded_v2(d);
+    char err[256], b[16];
+    ASSERT(!cgroup_populated(&cg));
+    ASSERT_EQ(cgroup_kill(&cg, 1000, err, sizeof err), 0);
+    get(d, "cgroup.kill", b, sizeof b);
+    ASSERT_STREQ(b, ""); /* nothing to kill: not even the request */
+}
+
+TEST(kill_requests_cgroup_kill_and_fails_loudly_v2_recorded)
+{
+    const char *d = test_tmpdir();
+    pid_t child = fork();
+    ASSERT(child >= 0);
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    char procs[32], b[256];
+    snprintf(procs, sizeof procs, "%d\n", (int)child);
+    put(d, "cgroup.events", "populated 1\nfrozen 0\n");
+    put(d, "cgroup.kill", "");
+    put(d, "cgroup.procs", procs);
+    struct cgroup cg = recorded_v2(d);
+    ASSERT(cgroup_populated(&cg));
+    char err[256];
+    /* the kernel would empty it; a recorded tree stays "populated 1" */
+    ASSERT_EQ(cgroup_kill(&cg, 50, err, sizeof err), -EBUSY);
+    ASSERT_CONTAINS(err, "still has tasks");
+    get(d, "cgroup.kill", b, sizeof b);
+    ASSERT_STREQ(b, "1"); /* the v2 request was made */
+    int st;
+    ASSERT_EQ(waitpid(child, &st, 0), child); /* and the listed task got SIGKILL */
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
 /* ---- the engine, for real --------------------------------------------- */
 
 TEST(runs_python_and_reports)

@@ -23,6 +23,7 @@
 #include <sys/personality.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timex.h>
 #include <sys/uio.h>
@@ -832,4 +833,125 @@ TEST(sh_pipelines_run_without_events)
     ASSERT_CONTAINS(f.out, "DONE\n3\n3\n42\nend\n");
     ASSERT(WIFEXITED(f.status) && WEXITSTATUS(f.status) == 0);
     ASSERT_EQ(fx_nev, 0);
+}
+
+/* ---- the BPF cache (seccomp.h) -------------------------------------------- */
+
+static void cache_here(void)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s/cache", test_tmpdir());
+    setenv("CLEARBOX_CACHE_DIR", d, 1);
+}
+
+/* A miss builds with libseccomp and writes the file; the file then loads to
+ * the same program and hash (a later process uses it instead of libseccomp). */
+TEST(cache_written_on_miss_and_loads_identically)
+{
+    if (geteuid() != 0) {
+        test_skip("the cache is root's (owner check)");
+        return;
+    }
+    cache_here();
+    char path[1024], err[256];
+    ASSERT_EQ(seccomp_cache_path("default", path, sizeof path), 0);
+    ASSERT_CONTAINS(path, "/cache/seccomp-default-");
+    struct seccomp_prog built, loaded;
+    ASSERT_EQ(seccomp_cache_load("default", &loaded), -ENOENT);
+    ASSERT_EQ(seccomp_policy_build("default", &built, err, sizeof err), 0);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_mode & 0777, 0644);
+    ASSERT_EQ(seccomp_cache_load("default", &loaded), 0);
+    ASSERT_EQ(loaded.len, built.len);
+    ASSERT(memcmp(loaded.insns, built.insns, built.len * sizeof(struct sock_filter)) == 0);
+    ASSERT_STREQ(loaded.sha256, built.sha256);
+    char sha[SECCOMP_SHA256_HEX];
+    ASSERT(seccomp_policy_describe("default", NULL, 0, sha, NULL, 0) > 0);
+    ASSERT_STREQ(loaded.sha256, sha); /* the policy's identity, not the BPF's */
+    seccomp_prog_free(&built);
+    seccomp_prog_free(&loaded);
+}
+
+/* Promise: a file that fails any check is not used. */
+TEST(cache_refuses_corrupt_foreign_and_linked_files)
+{
+    if (geteuid() != 0) {
+        test_skip("the cache is root's (owner check)");
+        return;
+    }
+    cache_here();
+    char path[1024], err[256];
+    struct seccomp_prog p, q;
+    ASSERT_EQ(seccomp_policy_build("default", &p, err, sizeof err), 0);
+    ASSERT_EQ(seccomp_cache_path("default", path, sizeof path), 0);
+    /* one flipped bit in the program */
+    int fd = open(path, O_RDWR);
+    ASSERT(fd >= 0);
+    unsigned char c;
+    ASSERT_EQ(pread(fd, &c, 1, 400), 1);
+    c ^= 1;
+    ASSERT_EQ(pwrite(fd, &c, 1, 400), 1);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EBADMSG);
+    c ^= 1;
+    ASSERT_EQ(pwrite(fd, &c, 1, 400), 1);
+    ASSERT_EQ(seccomp_cache_load("default", &q), 0);
+    seccomp_prog_free(&q);
+    /* truncated */
+    struct stat st;
+    ASSERT_EQ(fstat(fd, &st), 0);
+    ASSERT_EQ(ftruncate(fd, st.st_size - 8), 0);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EBADMSG);
+    close(fd);
+    /* rewritten, then made writable by others */
+    ASSERT_EQ(seccomp_cache_store(&p), 0);
+    ASSERT_EQ(chmod(path, 0666), 0);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EPERM);
+    /* owned by someone else */
+    ASSERT_EQ(chmod(path, 0644), 0);
+    ASSERT_EQ(chown(path, 65534, 65534), 0);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EPERM);
+    /* a symlink in its place */
+    char other[1100];
+    snprintf(other, sizeof other, "%s.real", path);
+    ASSERT_EQ(rename(path, other), 0);
+    ASSERT_EQ(chown(other, 0, 0), 0);
+    ASSERT_EQ(symlink(other, path), 0);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EPERM);
+    /* a directory others may write */
+    unlink(path);
+    ASSERT_EQ(rename(other, path), 0);
+    ASSERT_EQ(seccomp_cache_load("default", &q), 0);
+    seccomp_prog_free(&q);
+    char d[512];
+    snprintf(d, sizeof d, "%s/cache", test_tmpdir());
+    ASSERT_EQ(chmod(d, 0777), 0);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EPERM);
+    seccomp_prog_free(&p);
+}
+
+/* Another binary's (or another libseccomp's) file under our name: the key
+ * inside it differs and it is refused. */
+TEST(cache_refuses_a_file_with_another_key)
+{
+    if (geteuid() != 0) {
+        test_skip("the cache is root's (owner check)");
+        return;
+    }
+    cache_here();
+    char path[1024], err[256];
+    struct seccomp_prog p, q;
+    ASSERT_EQ(seccomp_policy_build("default", &p, err, sizeof err), 0);
+    ASSERT_EQ(seccomp_cache_path("default", path, sizeof path), 0);
+    int fd = open(path, O_RDWR);
+    ASSERT(fd >= 0);
+    char key[160];
+    ASSERT_EQ(pread(fd, key, sizeof key, 8), (ssize_t)sizeof key);
+    char *lib = strstr(key, "libseccomp=");
+    ASSERT(lib != NULL);
+    lib[11] = lib[11] == '9' ? '8' : '9'; /* another libseccomp version */
+    ASSERT_EQ(pwrite(fd, key, sizeof key, 8), (ssize_t)sizeof key);
+    close(fd);
+    ASSERT_EQ(seccomp_cache_load("default", &q), -EBADMSG);
+    seccomp_prog_free(&p);
 }
