@@ -1,5 +1,7 @@
 /* hash.h - SHA-256 and HMAC-SHA256 over OpenSSL's EVP interface.
+ * libcrypto is loaded with dlopen on first use (see hash.c for why).
  * Threads: safe (no shared state). Errors: 0 or -EIO when libcrypto fails
+ * or cannot be loaded
  * (which it does not for these algorithms short of memory exhaustion). */
 #ifndef CLEARBOX_UTIL_HASH_H
 #define CLEARBOX_UTIL_HASH_H
