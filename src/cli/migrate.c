@@ -18,8 +18,7 @@ static void migrate_usage(FILE *f)
             "own transaction, and print what was done. Running it again applies nothing.\n"
             "'clearbox serve' applies pending migrations at startup as well.\n"
             "\n"
-            "  --db URL    sqlite:PATH (default: $CLEARBOX_DB, else %s);\n"
-            "              postgres://... is not built yet\n"
+            "  --db URL    sqlite:PATH or postgres://... (default: $CLEARBOX_DB, else %s)\n"
             "  --status    only show each migration and whether it is applied\n"
             "  --help      this help\n",
             STORE_DEFAULT_URL);
@@ -84,7 +83,13 @@ static int cmd_migrate(int argc, char **argv)
         else
             pending++;
     }
-    printf("database %s\n", url);
+    /* postgres://user:PASSWORD@host/...: never print the password. */
+    const char *at = strchr(url, '@'), *colon = strstr(url, "://");
+    colon = colon ? strchr(colon + 3, ':') : NULL;
+    if (at && colon && colon < at && !strncmp(url, "postgres", 8))
+        printf("database %.*s:***%s\n", (int)(colon - url), url, at);
+    else
+        printf("database %s\n", url);
     if (status_only) {
         printf("%7s  %-30s  %s\n", "version", "applied", "name");
         print_states(st, n, true);

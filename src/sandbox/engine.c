@@ -262,16 +262,20 @@ static void telemetry_spans(const struct sandbox_result *r)
 
 /* DESIGN.md's metrics, when the process set them up (telemetry_init). The
  * cost counter needs the submitter, so its caller (the service) records it. */
-static void record_metrics(const struct sandbox_result *r)
+static void record_metrics(const struct sandbox_spec *spec, const struct sandbox_result *r)
 {
     const struct telemetry_std *t = telemetry_std();
-    if (!t)
+    if (!t || spec->metrics == SANDBOX_METRICS_NONE)
         return;
-    metrics_counter_inc(metrics_counter_labels(t->evaluations, sandbox_status_name(r->status),
-                                               r->language[0] ? r->language : "unknown"));
+    if (spec->metrics != SANDBOX_METRICS_NO_STATUS)
+        metrics_counter_inc(metrics_counter_labels(t->evaluations, sandbox_status_name(r->status),
+                                                   r->language[0] ? r->language : "unknown"));
     if (r->status == SANDBOX_ERROR) {
-        metrics_counter_inc(metrics_counter_labels(
-            t->sandbox_create_failures, r->error_reason[0] ? r->error_reason : "unknown"));
+        /* A request the engine refused is the caller's error, not a sandbox
+         * that failed to come up. */
+        if (strcmp(r->error_reason, "invalid_request") != 0)
+            metrics_counter_inc(metrics_counter_labels(
+                t->sandbox_create_failures, r->error_reason[0] ? r->error_reason : "unknown"));
         return;
     }
     metrics_histogram_observe(t->evaluation_duration, r->duration_ms / 1000.0);
@@ -323,7 +327,7 @@ int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *out, cha
              LOG_STR("language", out->language), LOG_UINT("code_length", spec->code_len));
     int rc = e->run(spec, out, err, errlen);
     telemetry_spans(out);
-    record_metrics(out);
+    record_metrics(spec, out);
     const struct sandbox_resources *s = &out->res;
     log_info(
         lg, "evaluation.completed", LOG_STR("eval_id", out->eval_id), LOG_STR("engine", e->name),

@@ -191,6 +191,13 @@ struct sandbox_spec {
     struct sandbox_pricing pricing;
     volatile sig_atomic_t *cancel;   /* when *cancel becomes non-zero: kill, status killed */
     struct sandbox_control *control; /* kill from any thread, progress (NULL: none) */
+    /* Which of DESIGN.md's metrics sandbox_run records (telemetry_std()):
+     * SANDBOX_METRICS_ALL (0, `clearbox run`): everything;
+     * SANDBOX_METRICS_NO_STATUS: all but clearbox_evaluations_total, for a
+     *   caller whose final status differs from the sandbox's (the service:
+     *   a cancel is `cancelled`, a run killed at shutdown is requeued);
+     * SANDBOX_METRICS_NONE: nothing (self-checks, which are not evaluations). */
+    enum { SANDBOX_METRICS_ALL = 0, SANDBOX_METRICS_NO_STATUS, SANDBOX_METRICS_NONE } metrics;
     bool no_seccomp;                 /* tests only: recorded in policy.degraded */
 };
 

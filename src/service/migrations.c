@@ -80,7 +80,7 @@ static const struct store_migration migrations[] = {
         "  ts_ns   INTEGER NOT NULL,\n"
         "  PRIMARY KEY (eval_id, seq)\n"
         ") WITHOUT ROWID;\n",
-        /* PostgreSQL (issue 6: applied by store_pg.c when it lands) */
+        /* PostgreSQL (store_pg.c) */
         "CREATE TABLE evaluations (\n"
         "  pos              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
         "  id               TEXT     NOT NULL UNIQUE,\n"

@@ -237,8 +237,8 @@ int store_open(const char *url, const struct store_options *opt, store_t **out, 
         if (!*target)
             return err_set(err, errlen, -EINVAL, "sqlite: URL needs a path (sqlite:PATH)");
     } else if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
-        return err_set(err, errlen, -ENOTSUP,
-                       "PostgreSQL backend not built yet (issue 6); use sqlite:PATH");
+        ops = &store_pg_ops; /* libpq takes the whole URL */
+        target = url;
     } else {
         return err_set(err, errlen, -EINVAL,
                        "unknown database URL scheme (use sqlite:PATH or postgres://...)");

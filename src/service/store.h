@@ -8,7 +8,8 @@
  * `Last-Event-ID`. docs/storage.md has the schema and the queue semantics.
  *
  * Backends: selected by URL in store_open(): "sqlite:PATH" (WAL, durable
- * commits) and, later, "postgres://..." (issue 6; today -ENOTSUP). A backend is
+ * commits) and "postgres://..." / "postgresql://..." (store_pg.c, libpq loaded
+ * with dlopen; docs/storage.md "PostgreSQL"). A backend is
  * a struct store_ops vtable (bottom of this file); store.c validates every
  * argument before a backend sees it, so backends trust their input.
  *
@@ -33,7 +34,10 @@
  *   -EALREADY  cancel of a finished evaluation (HTTP 409)
  *   -EAGAIN    claim: nothing queued
  *   -EBUSY     the database stayed locked past busy_timeout_ms
- *   -ENOTSUP   backend not available (postgres:// for now)
+ *   -ECONNREFUSED  PostgreSQL: cannot connect (open, or reconnecting)
+ *   -ECONNRESET    PostgreSQL: the connection broke during this call; the
+ *                  next call reconnects (message says if a write may have
+ *                  been applied)
  *   -EPROTO    the database schema is newer than this binary, or not migrated
  *   -EIO, -ENOSPC, -ENOMEM   the database failed (message has the details)
  * Never prints. */
@@ -330,7 +334,7 @@ struct store_event {
 int store_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
                  size_t cap, char *err, size_t errlen);
 
-/* ---- backend interface (implemented by store_sqlite.c, later store_pg.c) ---- */
+/* ---- backend interface (implemented by store_sqlite.c and store_pg.c) ---- */
 
 /* Each op gets arguments store.c has validated, runs with the handle's mutex
  * held, and follows the error convention above. */
@@ -382,5 +386,6 @@ struct store {
 };
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_pg_ops;
 
 #endif
