@@ -287,7 +287,9 @@ static void record_full(struct json *w, const struct eval_record *r)
     for (size_t k = 0; result_members[k]; k++) {
         json_key(w, result_members[k]);
         json_t *v = res ? json_object_get(res, result_members[k]) : NULL;
-        char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        /* 15 significant digits: 19.296, not jansson's 19.295999999999999 */
+        char *text =
+            v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)) : NULL;
         if (text)
             json_raw(w, text, strlen(text));
         else if (!strcmp(result_members[k], "security_events"))
