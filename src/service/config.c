@@ -66,6 +66,9 @@ static const struct cfg_row rows[] = {
      "security audit log file (JSON lines, hash chain); empty = none"},
     {"audit_key_file", T_STR, F(audit_key_file), "", 0, 0, NULL,
      "key file for the audit chain's HMAC; empty = no HMAC"},
+    {"audit_head_interval_s", T_INT, F(audit_head_interval_s), "300", 1, 86400, NULL,
+     "log the audit chain's head as an audit.head event this often (and every 1000 "
+     "records), so a log store anchors it"},
     {"node_id", T_STR, F(node_id), "", 0, 0, NULL,
      "this node's name in worker ids (NODE-N); empty = the host name"},
     {"role", T_STR, F(role), "all", 0, 0, NULL,

@@ -64,6 +64,7 @@ struct service_config {
     char db_url[CONFIG_PATH_MAX];     /* "sqlite:PATH" */
     char audit_log[CONFIG_PATH_MAX];  /* "" = no audit log */
     char audit_key_file[CONFIG_PATH_MAX]; /* HMAC key for the audit chain, "" = none */
+    int audit_head_interval_s;        /* log the chain's head (audit.head) this often */
     char node_id[CONFIG_NODE_ID_MAX]; /* worker ids are NODE-N; "" = hostname */
     char config_file[CONFIG_PATH_MAX];/* where the file layer came from, "" = none */
 

@@ -40,7 +40,7 @@ if [ "$(id -u)" != 0 ]; then echo "SKIP live service: needs root"; finish; fi
 
 # 2. a live service
 "$CB" serve --listen 127.0.0.1:0 --db "sqlite:$tmp/db" --workers 1 --grace-s 20 \
-    --audit-log "$tmp/audit.log" --node-id "serve-$$" >"$tmp/log" 2>&1 &
+    --audit-log "$tmp/audit.log" --node-id "serve-$$" --audit-head-interval-s 1 >"$tmp/log" 2>&1 &
 pid=$!
 listen=""
 i=0
@@ -81,6 +81,7 @@ id=$(sed -n 's/^submitted 202 //p' "$tmp/run.out")
 grep -q "^running running" "$tmp/run.out" && ok "evaluation is running" || bad "not running: $(cat "$tmp/run.out")"
 
 # 3. SIGTERM while it runs: it finishes within the grace period, exit 0
+sleep 1.2 # (the program sleeps 2 s) let the 1 s audit.head timer fire once
 kill -TERM "$pid"
 t0=$(date +%s)
 wait "$pid"; rc=$?
@@ -95,4 +96,7 @@ c = sqlite3.connect('$tmp/db')
 print(c.execute('SELECT status FROM evaluations WHERE id = ?', ('$id',)).fetchone()[0])" 2>&1)
 [ "$status" = completed ] && ok "the running evaluation finished (completed) during the grace period" \
     || bad "evaluation after SIGTERM: $status"
+# the service ran > 2 s with --audit-head-interval-s 1: the head was logged
+grep -q '"event":"audit.head".*"logger":"security".*"trigger":"timer"' "$tmp/log" \
+    && ok "audit.head logged periodically on the security logger" || bad "no periodic audit.head line"
 finish
