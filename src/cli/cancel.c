@@ -31,31 +31,10 @@ static int cmd_cancel(int argc, char **argv)
     int rc = client_init(&c, "cancel");
     if (rc)
         return rc;
-    const char *id = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if ((rc = client_opt(&c, argc, argv, &i)) == 2)
-            return 2;
-        if (rc == 1)
-            continue;
-        if (!strcmp(a, "--json"))
-            json = true;
-        else if (a[0] == '-' && a[1])
-            return cli_usage_error("cancel", "unknown option '%s'", a);
-        else if (!id)
-            id = a;
-        else
-            return cli_usage_error("cancel", "one ID only (got '%s' too)", a);
-    }
-    if (!id)
-        return cli_usage_error("cancel", "which evaluation? (an ID from clearbox submit or list)");
-    if (!client_id_ok(id))
-        return cli_usage_error("cancel", "'%s' is not an evaluation id", id);
+    const char *id;
+    if ((rc = client_args_id(&c, argc, argv, usage, &json, &id)) >= 0)
+        return rc;
     char path[128], err[ERR_LEN];
     snprintf(path, sizeof path, "/v1/evaluations/%s/cancel", id);
     struct client_response r;

@@ -102,11 +102,15 @@ int client_init(struct client *c, const char *cmd)
     return 0;
 }
 
-int client_opt(struct client *c, int argc, char **argv, int *i)
+int client_opt(struct client *c, int argc, char **argv, int *i, void (*usage)(FILE *))
 {
     const char *v = NULL, *a = argv[*i];
     bool bad = false;
     int rc;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        usage(stdout);
+        return 0;
+    }
     if (cli_opt(argc, argv, i, "--server", &v, &bad)) {
         rc = bad ? 2 : server_set(c, v, "--server");
     } else if (cli_opt(argc, argv, i, "--token", &v, &bad)) {
@@ -114,11 +118,38 @@ int client_opt(struct client *c, int argc, char **argv, int *i)
     } else if (cli_opt(argc, argv, i, "--request-timeout", &v, &bad)) {
         rc = bad ? 2 : timeout_set(c, v, "--request-timeout");
     } else {
-        return 0;
+        return CLIENT_OPT_OWN;
     }
     if (bad)
         return cli_usage_error(c->cmd, "option '%s' needs a value", a);
-    return rc ? 2 : 1;
+    return rc ? 2 : CLIENT_OPT_NEXT;
+}
+
+int client_args_id(struct client *c, int argc, char **argv, void (*usage)(FILE *), bool *json,
+                   const char **id)
+{
+    *id = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int rc = client_opt(c, argc, argv, &i, usage);
+        if (rc == CLIENT_OPT_NEXT)
+            continue;
+        if (rc != CLIENT_OPT_OWN)
+            return rc;
+        if (!strcmp(a, "--json"))
+            *json = true;
+        else if (a[0] == '-' && a[1])
+            return cli_usage_error(c->cmd, "unknown option '%s'", a);
+        else if (!*id)
+            *id = a;
+        else
+            return cli_usage_error(c->cmd, "one ID only (got '%s' too)", a);
+    }
+    if (!*id)
+        return cli_usage_error(c->cmd, "which evaluation? (an ID from clearbox submit or list)");
+    if (!client_id_ok(*id))
+        return cli_usage_error(c->cmd, "'%s' is not an evaluation id", *id);
+    return -1;
 }
 
 void client_usage_common(FILE *f)

@@ -56,10 +56,23 @@ struct client_response {
  * returns 2 after printing it, else 0. */
 int client_init(struct client *c, const char *cmd);
 
-/* Is argv[*i] one of the shared options (--server, --token,
- * --request-timeout)? 1: consumed (advances *i), 0: not ours, 2: usage error
- * already printed (return it as the exit status). */
-int client_opt(struct client *c, int argc, char **argv, int *i);
+/* The head of every client command's argument loop: is argv[*i] --help/-h
+ * (usage printed on stdout) or one of the shared options (--server, --token,
+ * --request-timeout)? CLIENT_OPT_NEXT: consumed (advances *i), go on with the
+ * next argument; CLIENT_OPT_OWN: not ours, the command parses it; otherwise
+ * the exit status to return at once: 0 after --help, 2 after a usage error
+ * (already printed). */
+#define CLIENT_OPT_OWN (-1)
+#define CLIENT_OPT_NEXT (-2)
+int client_opt(struct client *c, int argc, char **argv, int *i, void (*usage)(FILE *));
+
+/* The whole argument list of a command that takes one evaluation id and
+ * --json (status, cancel): `CMD [shared options] [--json] ID`. *json is left
+ * as the caller set it unless --json is given. -1 to go on with *id set (a
+ * well-formed id, client_id_ok), otherwise the exit status to return (0 after
+ * --help, 2 after a usage error, already printed). */
+int client_args_id(struct client *c, int argc, char **argv, void (*usage)(FILE *), bool *json,
+                   const char **id);
 
 /* The help lines of the shared options, for each command's usage. */
 void client_usage_common(FILE *f);

@@ -360,14 +360,10 @@ static int cmd_submit(int argc, char **argv)
     bool wait = false, json = false, json_flag = false, bad = false;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL, *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if ((rc = client_opt(&c, argc, argv, &i)) == 2)
-            return 2;
-        if (rc == 1)
+        if ((rc = client_opt(&c, argc, argv, &i, usage)) == CLIENT_OPT_NEXT)
             continue;
+        if (rc != CLIENT_OPT_OWN)
+            return rc; /* 0 after --help, 2 after a usage error */
         if (!strcmp(a, "--json")) {
             json_flag = true;
         } else if (!strcmp(a, "--wait")) {

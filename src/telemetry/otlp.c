@@ -48,17 +48,6 @@ int otlp_traces_url(const char *base, char *out, size_t outlen)
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int otlp_percent_decode(const char *s, size_t n, char *out, size_t outlen)
 {
     size_t o = 0;
@@ -69,10 +58,10 @@ int otlp_percent_decode(const char *s, size_t n, char *out, size_t outlen)
         if (c == '%') {
             if (i + 2 >= n)
                 return -EINVAL;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
+            uint8_t byte;
+            if (hex_decode(s + i + 1, 1, &byte) < 0)
                 return -EINVAL;
-            c = (char)(hi << 4 | lo);
+            c = (char)byte;
             i += 2;
         }
         if (c == '\0')
@@ -297,6 +286,18 @@ static void uuid_make(void)
     hex_encode(u, 16, h);
     snprintf(uuid_str, sizeof uuid_str, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16,
              h + 20);
+}
+
+struct trace_attr_data otlp_kv_value(const struct otlp_kv *kv)
+{
+    struct trace_attr_data a = {.type = kv->is_int ? TRACE_ATTR_INT : TRACE_ATTR_STR};
+    if (kv->is_int) {
+        a.v.i = kv->ival;
+    } else {
+        a.v.s = kv->sval;
+        a.len = (uint32_t)strlen(kv->sval);
+    }
+    return a;
 }
 
 void otlp_resource_from_env(struct otlp_resource *out)

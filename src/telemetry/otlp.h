@@ -81,6 +81,10 @@ struct otlp_resource {
  * the OTEL_RESOURCE_ATTRIBUTES pairs. Never fails. */
 void otlp_resource_from_env(struct otlp_resource *out);
 
+/* A resource attribute's value in the span attribute form both encoders
+ * write (a string value points into kv->sval). */
+struct trace_attr_data otlp_kv_value(const struct otlp_kv *kv);
+
 /* Append one ExportTraceServiceRequest (one ResourceSpans, one ScopeSpans with
  * scope "clearbox") to out. 0, or the buf's error (-E2BIG/-ENOMEM). */
 int otlp_encode_protobuf(const struct otlp_resource *res,

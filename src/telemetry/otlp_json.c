@@ -125,15 +125,8 @@ int otlp_encode_json(const struct otlp_resource *res, const struct trace_span_da
     json_key(&w, "attributes");
     json_arr_open(&w);
     for (size_t i = 0; i < res->n; i++) {
-        const struct otlp_kv *kv = &res->attrs[i];
-        struct trace_attr_data a = {.type = kv->is_int ? TRACE_ATTR_INT : TRACE_ATTR_STR};
-        if (kv->is_int) {
-            a.v.i = kv->ival;
-        } else {
-            a.v.s = kv->sval;
-            a.len = (uint32_t)strlen(kv->sval);
-        }
-        j_kv(&w, kv->key, &a);
+        struct trace_attr_data a = otlp_kv_value(&res->attrs[i]);
+        j_kv(&w, res->attrs[i].key, &a);
     }
     json_arr_close(&w);
     if (res->dropped)

@@ -200,13 +200,7 @@ static void pb_kv(struct buf *b, uint32_t field, const char *key, const struct t
 
 static void pb_res_kv(struct buf *b, const struct otlp_kv *kv)
 {
-    struct trace_attr_data a = {.type = kv->is_int ? TRACE_ATTR_INT : TRACE_ATTR_STR};
-    if (kv->is_int) {
-        a.v.i = kv->ival;
-    } else {
-        a.v.s = kv->sval;
-        a.len = (uint32_t)strlen(kv->sval);
-    }
+    struct trace_attr_data a = otlp_kv_value(kv);
     pb_kv(b, F_RES_ATTRIBUTES, kv->key, &a);
 }
 

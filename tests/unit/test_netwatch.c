@@ -25,347 +25,9 @@
 
 #include "sandbox/netwatch.h"
 #include "sandbox/seccomp.h"
+#include "sandbox_testlib.h"
 #include "test.h"
 #include "util/timeutil.h"
-
-/* ---- fixture: a child in its own netns under the filter ------------------ */
-
-#define FX_MAXEV 2048
-static pthread_mutex_t fx_mu = PTHREAD_MUTEX_INITIALIZER;
-static size_t fx_nev;
-static struct netwatch_event fx_ev[FX_MAXEV];
-
-static void fx_on_event(const struct netwatch_event *ev, void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&fx_mu);
-    if (fx_nev < FX_MAXEV)
-        fx_ev[fx_nev++] = *ev;
-    pthread_mutex_unlock(&fx_mu);
-}
-
-typedef int (*fx_body)(int out, int go, void *arg);
-
-struct fx_opts {
-    unsigned max_events;   /* 0: netwatch default */
-    bool stub_resolv;      /* bind-mount a resolv.conf naming 127.0.0.1 */
-    bool no_ipv6;          /* disable IPv6 in the child's namespace first */
-};
-
-struct fx {
-    pid_t pid;
-    int out_r, go_w;
-    netwatch_t *nw;
-    char out[65536];
-    size_t outlen;
-    int status;
-    int cloexec;           /* the child saw FD_CLOEXEC on its listener */
-    int dns_mask;
-    pid_t sup;             /* supervisor process (mode 2) */
-    struct netwatch_stats st;
-};
-
-struct fx_ctl {
-    int listener;          /* fd number in the child, or -errno */
-    int mask;              /* which DNS fds came, bit per NETWATCH_DNS_* */
-    int cloexec;
-};
-
-static void say(int out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(int out, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof line - 1)
-        n = (int)sizeof line - 1;
-    if (write(out, line, (size_t)n) < 0) {
-    }
-}
-
-static int lo_up(void)
-{
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -errno;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-    if (rc == 0) {
-        ifr.ifr_flags |= IFF_UP;
-        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-    }
-    int e = errno;
-    close(s);
-    return rc < 0 ? -e : 0;
-}
-
-static int fx_stub_resolv(void)
-{
-    char path[] = "/tmp/clearbox-resolv.XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -errno;
-    const char *txt = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n";
-    if (write(fd, txt, strlen(txt)) < 0) {
-    }
-    close(fd);
-    int rc = 0;
-    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-        mount(path, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0)
-        rc = -errno;
-    unlink(path); /* the bind mount keeps the inode */
-    return rc;
-}
-
-static void fx_child(int sock, int ctlw, int out, int go, const struct fx_opts *o,
-                     const struct seccomp_prog *prog, fx_body body, void *arg)
-{
-    struct fx_ctl ctl = {.listener = 0};
-    int dns[NETWATCH_DNS_NFDS];
-    int rc = 0;
-    if (unshare(CLONE_NEWNET) < 0)
-        rc = -errno;
-    if (rc == 0 && o->no_ipv6) {
-        int fd = open("/proc/sys/net/ipv6/conf/all/disable_ipv6", O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, "1", 1) != 1)
-            rc = -EIO;
-        if (fd >= 0)
-            close(fd);
-        fd = open("/proc/sys/net/ipv6/conf/lo/disable_ipv6", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (write(fd, "1", 1) != 1)
-                rc = -EIO;
-            close(fd);
-        }
-    }
-    if (rc == 0)
-        rc = lo_up();
-    if (rc == 0 && o->stub_resolv)
-        rc = fx_stub_resolv();
-    if (rc == 0)
-        rc = netwatch_dns_open(dns);
-    if (rc == 0) {
-        int send[NETWATCH_DNS_NFDS];
-        size_t n = 0;
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (dns[i] >= 0) {
-                send[n++] = dns[i];
-                ctl.mask |= 1 << i;
-            }
-        rc = seccomp_fds_send(sock, send, n);
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (dns[i] >= 0)
-                close(dns[i]);
-    }
-    close(sock);
-    if (rc == 0)
-        rc = seccomp_nnp_set();
-    int lfd = -1;
-    if (rc == 0) {
-        lfd = seccomp_prog_load(prog); /* last step: only read/write/close follow */
-        rc = lfd < 0 ? lfd : 0;
-    }
-    ctl.listener = rc < 0 ? rc : lfd;
-    if (lfd >= 0)
-        ctl.cloexec = (fcntl(lfd, F_GETFD) & FD_CLOEXEC) != 0;
-    if (write(ctlw, &ctl, sizeof ctl) != sizeof ctl || rc < 0)
-        _exit(100);
-    close(ctlw);
-    char b;
-    if (read(go, &b, 1) != 1) /* the parent holds a copy of the listener now */
-        _exit(101);
-    close(lfd);
-    _exit(body(out, go, arg));
-}
-
-/* supervise: 1 = netwatch thread here, 2 = netwatch in a separate process
- * (f->sup), 0 = no supervisor at all (the listener is closed before the child
- * goes on). */
-static int fx_start(struct fx *f, const struct fx_opts *o, int supervise, fx_body body,
-                    void *arg, char *err, size_t errlen)
-{
-    memset(f, 0, sizeof *f);
-    fx_nev = 0;
-    struct seccomp_prog prog;
-    int rc = seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &prog, err, errlen);
-    if (rc < 0)
-        return rc;
-    int sv[2], ctl[2], out[2], go[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ctl, O_CLOEXEC) < 0 ||
-        pipe2(out, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)
-        return -errno;
-    f->pid = fork();
-    if (f->pid < 0)
-        return -errno;
-    if (f->pid == 0) {
-        close(sv[0]);
-        close(ctl[0]);
-        close(out[0]);
-        close(go[1]);
-        /* the body's output must survive exec: keep it open across it */
-        fcntl(out[1], F_SETFD, 0);
-        fx_child(sv[1], ctl[1], out[1], go[0], o, &prog, body, arg);
-    }
-    seccomp_prog_free(&prog);
-    close(sv[1]);
-    close(ctl[1]);
-    close(out[1]);
-    close(go[0]);
-    f->out_r = out[0];
-    f->go_w = go[1];
-
-    int fds[SECCOMP_FDS_MAX];
-    int n = seccomp_fds_recv(sv[0], fds, SECCOMP_FDS_MAX, err, errlen);
-    close(sv[0]);
-    struct fx_ctl c;
-    ssize_t r = read(ctl[0], &c, sizeof c);
-    close(ctl[0]);
-    if (n < 0 || r != sizeof c || c.listener < 0) {
-        snprintf(err, errlen, "child setup failed: recv=%d ctl=%zd listener=%d", n, r,
-                 r == sizeof c ? c.listener : 0);
-        return -EIO;
-    }
-    f->cloexec = c.cloexec;
-    f->dns_mask = c.mask;
-    struct netwatch_config cfg;
-    netwatch_config_init(&cfg);
-    for (int i = 0, k = 0; i < NETWATCH_DNS_NFDS; i++)
-        if (c.mask & (1 << i))
-            cfg.dns_fds[i] = fds[k++];
-    cfg.listener_fd = seccomp_listener_fetch(f->pid, c.listener, err, errlen);
-    if (cfg.listener_fd < 0)
-        return cfg.listener_fd;
-    cfg.on_event = fx_on_event;
-    if (o->max_events)
-        cfg.max_events_per_reason = o->max_events;
-    if (supervise == 2) {
-        /* a supervisor process of its own, which the test may kill */
-        f->sup = fork();
-        if (f->sup < 0)
-            return -errno;
-        if (f->sup == 0) {
-            close(f->out_r);
-            close(f->go_w);
-            netwatch_t *nw;
-            if (netwatch_start(&cfg, &nw, NULL, 0) < 0)
-                _exit(1);
-            for (;;)
-                pause();
-        }
-        close(cfg.listener_fd);
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (cfg.dns_fds[i] >= 0)
-                close(cfg.dns_fds[i]);
-    } else if (supervise) {
-        rc = netwatch_start(&cfg, &f->nw, err, errlen);
-        if (rc < 0)
-            return rc;
-    } else {
-        close(cfg.listener_fd);
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (cfg.dns_fds[i] >= 0)
-                close(cfg.dns_fds[i]);
-    }
-    if (write(f->go_w, "g", 1) != 1)
-        return -EIO;
-    return 0;
-}
-
-/* Read the child's output until EOF (or timeout_ms), reap it, stop netwatch. */
-static void fx_finish(struct fx *f, int timeout_ms)
-{
-    uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        uint64_t now = time_mono_ns();
-        if (now >= end)
-            break;
-        struct pollfd p = {.fd = f->out_r, .events = POLLIN};
-        if (poll(&p, 1, (int)((end - now) / 1000000) + 1) <= 0)
-            break;
-        if (f->outlen >= sizeof f->out - 1)
-            break;
-        ssize_t r = read(f->out_r, f->out + f->outlen, sizeof f->out - 1 - f->outlen);
-        if (r <= 0)
-            break;
-        f->outlen += (size_t)r;
-    }
-    f->out[f->outlen] = '\0';
-    kill(f->pid, SIGKILL); /* no-op when it is already done */
-    waitpid(f->pid, &f->status, 0);
-    close(f->out_r);
-    close(f->go_w);
-    netwatch_stop(f->nw, &f->st);
-    f->nw = NULL;
-    if (f->sup > 0) {
-        kill(f->sup, SIGKILL);
-        waitpid(f->sup, NULL, 0);
-    }
-}
-
-static size_t fx_count(const char *reason, const char *sys, const char *addr)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&fx_mu);
-    for (size_t i = 0; i < fx_nev; i++) {
-        const struct netwatch_event *e = &fx_ev[i];
-        if (reason && strcmp(e->reason_name, reason) != 0)
-            continue;
-        if (sys && strcmp(e->syscall, sys) != 0)
-            continue;
-        if (addr && strcmp(e->address, addr) != 0)
-            continue;
-        n++;
-    }
-    pthread_mutex_unlock(&fx_mu);
-    return n;
-}
-
-static const struct netwatch_event *fx_find(const char *sys, const char *addr)
-{
-    const struct netwatch_event *hit = NULL;
-    pthread_mutex_lock(&fx_mu);
-    for (size_t i = 0; i < fx_nev && !hit; i++)
-        if ((!sys || strcmp(fx_ev[i].syscall, sys) == 0) &&
-            (!addr || strcmp(fx_ev[i].address, addr) == 0))
-            hit = &fx_ev[i];
-    pthread_mutex_unlock(&fx_mu);
-    return hit;
-}
-
-static void fx_dump(void)
-{
-    for (size_t i = 0; i < fx_nev; i++)
-        fprintf(stderr, "    event %s %s fam=%s proto=%s addr=%s port=%d host=%s\n",
-                fx_ev[i].reason_name, fx_ev[i].syscall, fx_ev[i].family, fx_ev[i].protocol,
-                fx_ev[i].address, fx_ev[i].port, fx_ev[i].attempted_host);
-}
-
-#define FX_RUN(f, opts, sup, body, arg)                                         \
-    do {                                                                        \
-        char fx__err[256] = "";                                                 \
-        int fx__rc = fx_start((f), (opts), (sup), (body), (arg), fx__err,       \
-                              sizeof fx__err);                                  \
-        ASSERT_MSG(fx__rc == 0, "fx_start: %d %s", fx__rc, fx__err);            \
-        fx_finish((f), 30000);                                                  \
-    } while (0)
-
-static struct sockaddr_in sin4(const char *ip, int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &a.sin_addr);
-    return a;
-}
-
-static struct sockaddr_in6 sin6(const char *ip, int port)
-{
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
-    inet_pton(AF_INET6, ip, &a.sin6_addr);
-    return a;
-}
 
 /* ---- DNS parser (pure) -------------------------------------------------------- */
 
@@ -541,21 +203,21 @@ static int body_sockets(int out, int go, void *arg)
     (void)go;
     (void)arg;
     int s = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
-    say(out, "raw4=%d errno=%d\n", s, s < 0 ? errno : 0);
+    fx_say(out, "raw4=%d errno=%d\n", s, s < 0 ? errno : 0);
     s = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMPV6);
-    say(out, "raw6=%d errno=%d\n", s, s < 0 ? errno : 0);
+    fx_say(out, "raw6=%d errno=%d\n", s, s < 0 ? errno : 0);
     s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-    say(out, "packet=%d errno=%d\n", s, s < 0 ? errno : 0);
+    fx_say(out, "packet=%d errno=%d\n", s, s < 0 ? errno : 0);
     s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    say(out, "nlroute=%s\n", s >= 0 ? "ok" : "fail");
+    fx_say(out, "nlroute=%s\n", s >= 0 ? "ok" : "fail");
     s = socket(AF_NETLINK, SOCK_RAW, 9 /* NETLINK_AUDIT */);
-    say(out, "nlaudit=%d errno=%d\n", s, s < 0 ? errno : 0);
+    fx_say(out, "nlaudit=%d errno=%d\n", s, s < 0 ? errno : 0);
     s = socket(38 /* AF_ALG */, SOCK_SEQPACKET, 0);
-    say(out, "alg=%d errno=%d\n", s, s < 0 ? errno : 0);
+    fx_say(out, "alg=%d errno=%d\n", s, s < 0 ? errno : 0);
     s = socket(AF_INET, SOCK_STREAM, 0);
-    say(out, "tcp=%s\n", s >= 0 ? "ok" : "fail");
+    fx_say(out, "tcp=%s\n", s >= 0 ? "ok" : "fail");
     s = socket(AF_UNIX, SOCK_STREAM, 0);
-    say(out, "unix=%s\n", s >= 0 ? "ok" : "fail");
+    fx_say(out, "unix=%s\n", s >= 0 ? "ok" : "fail");
     return 0;
 }
 
@@ -593,24 +255,25 @@ static int body_outside(int out, int go, void *arg)
     (void)go;
     (void)arg;
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = sin4("93.184.216.34", 443);
+    struct sockaddr_in a = fx_sin4("93.184.216.34", 443);
     int rc = connect(s, (struct sockaddr *)&a, sizeof a);
-    say(out, "tcp4=%d errno=%d\n", rc, rc < 0 ? errno : 0);
+    fx_say(out, "tcp4=%d errno=%d\n", rc, rc < 0 ? errno : 0);
     close(s);
 
     s = socket(AF_INET, SOCK_DGRAM, 0);
-    a = sin4("8.8.8.8", 53);
+    a = fx_sin4("8.8.8.8", 53);
     ssize_t r = sendto(s, "x", 1, 0, (struct sockaddr *)&a, sizeof a);
-    say(out, "udp4=%zd errno=%d\n", r, r < 0 ? errno : 0);
+    fx_say(out, "udp4=%zd errno=%d\n", r, r < 0 ? errno : 0);
 
-    struct sockaddr_in m = sin4("1.1.1.1", 123);
+    struct sockaddr_in m = fx_sin4("1.1.1.1", 123);
     struct iovec iov = {.iov_base = "y", .iov_len = 1};
     struct msghdr mh = {.msg_name = &m, .msg_namelen = sizeof m, .msg_iov = &iov,
                         .msg_iovlen = 1};
     r = sendmsg(s, &mh, 0);
-    say(out, "sendmsg=%zd errno=%d\n", r, r < 0 ? errno : 0);
+    fx_say(out, "sendmsg=%zd errno=%d\n", r, r < 0 ? errno : 0);
 
-    struct sockaddr_in d[3] = {sin4("9.9.9.9", 53), sin4("9.9.9.9", 53), sin4("1.0.0.1", 53)};
+    struct sockaddr_in d[3] = {fx_sin4("9.9.9.9", 53), fx_sin4("9.9.9.9", 53),
+                               fx_sin4("1.0.0.1", 53)};
     struct mmsghdr mm[3];
     memset(mm, 0, sizeof mm);
     for (int i = 0; i < 3; i++) {
@@ -620,13 +283,13 @@ static int body_outside(int out, int go, void *arg)
         mm[i].msg_hdr.msg_iovlen = 1;
     }
     int k = sendmmsg(s, mm, 3, 0);
-    say(out, "sendmmsg=%d errno=%d\n", k, k < 0 ? errno : 0);
+    fx_say(out, "sendmmsg=%d errno=%d\n", k, k < 0 ? errno : 0);
     close(s);
 
     s = socket(AF_INET6, SOCK_STREAM, 0);
-    struct sockaddr_in6 a6 = sin6("2001:4860:4860::8888", 443);
+    struct sockaddr_in6 a6 = fx_sin6("2001:4860:4860::8888", 443);
     rc = connect(s, (struct sockaddr *)&a6, sizeof a6);
-    say(out, "tcp6=%d errno=%d\n", rc, rc < 0 ? errno : 0);
+    fx_say(out, "tcp6=%d errno=%d\n", rc, rc < 0 ? errno : 0);
     close(s);
     return 0;
 }
@@ -692,7 +355,7 @@ static int body_loopback(int out, int go, void *arg)
     (void)go;
     (void)arg;
     int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = sin4("127.0.0.1", 0);
+    struct sockaddr_in a = fx_sin4("127.0.0.1", 0);
     socklen_t al = sizeof a;
     if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 8) < 0 ||
         getsockname(l, (struct sockaddr *)&a, &al) < 0)
@@ -706,32 +369,32 @@ static int body_loopback(int out, int go, void *arg)
     ssize_t r = -1;
     if (rc == 0 && write(s, "ping", 4) == 4)
         r = read(s, b, sizeof b - 1);
-    say(out, "tcp=%d echo=%.*s\n", rc, (int)(r > 0 ? r : 0), b);
+    fx_say(out, "tcp=%d echo=%.*s\n", rc, (int)(r > 0 ? r : 0), b);
     pthread_join(t, NULL);
     close(s);
 
     /* UDP to ourselves over 127.0.0.1 and ::1 (v4-mapped too) */
     int u = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in ua = sin4("127.0.0.1", 0);
+    struct sockaddr_in ua = fx_sin4("127.0.0.1", 0);
     al = sizeof ua;
     bind(u, (struct sockaddr *)&ua, sizeof ua);
     getsockname(u, (struct sockaddr *)&ua, &al);
     ssize_t w = sendto(u, "z", 1, 0, (struct sockaddr *)&ua, sizeof ua);
     r = recv(u, b, sizeof b, 0);
-    say(out, "udp=%zd/%zd\n", w, r);
+    fx_say(out, "udp=%zd/%zd\n", w, r);
     int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
-    struct sockaddr_in6 a6 = sin6("::1", 0);
+    struct sockaddr_in6 a6 = fx_sin6("::1", 0);
     al = sizeof a6;
     bind(u6, (struct sockaddr *)&a6, sizeof a6);
     getsockname(u6, (struct sockaddr *)&a6, &al);
     w = sendto(u6, "6", 1, 0, (struct sockaddr *)&a6, sizeof a6);
     r = recv(u6, b, sizeof b, 0);
-    say(out, "udp6=%zd/%zd\n", w, r);
+    fx_say(out, "udp6=%zd/%zd\n", w, r);
     int m6 = socket(AF_INET6, SOCK_DGRAM, 0);
-    struct sockaddr_in6 mapped = sin6("::ffff:127.0.0.1", ntohs(ua.sin_port));
+    struct sockaddr_in6 mapped = fx_sin6("::ffff:127.0.0.1", ntohs(ua.sin_port));
     w = sendto(m6, "m", 1, 0, (struct sockaddr *)&mapped, sizeof mapped);
     r = recv(u, b, sizeof b, 0);
-    say(out, "mapped=%zd/%zd\n", w, r);
+    fx_say(out, "mapped=%zd/%zd\n", w, r);
     return 0;
 }
 
@@ -758,8 +421,8 @@ static int dns_roundtrip(int family, int type, const char *name, uint8_t *resp, 
     uint8_t q[512];
     size_t n = build_query(q, 0x1234, name, 1);
     int s = socket(family, type, 0);
-    struct sockaddr_in a4 = sin4("127.0.0.1", 53);
-    struct sockaddr_in6 a6 = sin6("::1", 53);
+    struct sockaddr_in a4 = fx_sin4("127.0.0.1", 53);
+    struct sockaddr_in6 a6 = fx_sin6("::1", 53);
     struct sockaddr *sa = family == AF_INET ? (struct sockaddr *)&a4 : (struct sockaddr *)&a6;
     socklen_t sl = family == AF_INET ? sizeof a4 : sizeof a6;
     struct timeval tv = {.tv_sec = 2};
@@ -802,14 +465,14 @@ static int body_dns(int out, int go, void *arg)
     uint64_t t0 = time_mono_ns();
     int n = dns_roundtrip(AF_INET, SOCK_DGRAM, "github.com", r, sizeof r);
     uint64_t t1 = time_mono_ns();
-    say(out, "udp4 n=%d rcode=%d ms=%llu\n", n, n >= 12 ? r[3] & 15 : -1,
-        (unsigned long long)((t1 - t0) / 1000000));
+    fx_say(out, "udp4 n=%d rcode=%d ms=%llu\n", n, n >= 12 ? r[3] & 15 : -1,
+           (unsigned long long)((t1 - t0) / 1000000));
     n = dns_roundtrip(AF_INET, SOCK_STREAM, "pypi.org", r, sizeof r);
-    say(out, "tcp4 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
+    fx_say(out, "tcp4 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
     n = dns_roundtrip(AF_INET6, SOCK_DGRAM, "example.com", r, sizeof r);
-    say(out, "udp6 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
+    fx_say(out, "udp6 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
     n = dns_roundtrip(AF_INET6, SOCK_STREAM, "evil.example", r, sizeof r);
-    say(out, "tcp6 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
+    fx_say(out, "tcp6 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
     return 0;
 }
 
@@ -924,13 +587,14 @@ static int body_toctou(int out, int go, void *arg)
     (void)go;
     (void)arg;
     int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = sin4("127.0.0.1", 0);
+    struct sockaddr_in a = fx_sin4("127.0.0.1", 0);
     socklen_t al = sizeof a;
     if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 512) < 0 ||
         getsockname(l, (struct sockaddr *)&a, &al) < 0)
         return 2;
     static struct sockaddr_in shared;
-    struct flip f = {.shared = &shared, .good = a, .bad = sin4("93.184.216.34", ntohs(a.sin_port))};
+    struct flip f = {
+        .shared = &shared, .good = a, .bad = fx_sin4("93.184.216.34", ntohs(a.sin_port))};
     shared = a;
     pthread_t t1, t2;
     pthread_create(&t2, NULL, acceptor, &l);
@@ -953,7 +617,7 @@ static int body_toctou(int out, int go, void *arg)
     }
     f.stop = 1;
     pthread_join(t1, NULL);
-    say(out, "ok=%d fail=%d escaped=%d\n", ok, fail, escaped);
+    fx_say(out, "ok=%d fail=%d escaped=%d\n", ok, fail, escaped);
     return 0;
 }
 
@@ -979,12 +643,12 @@ static int body_loop(int out, int go, void *arg)
     (void)go;
     (void)arg;
     int s = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = sin4("10.1.2.3", 80);
+    struct sockaddr_in a = fx_sin4("10.1.2.3", 80);
     int fails = 0;
     for (int i = 0; i < 1000; i++)
         if (sendto(s, "x", 1, 0, (struct sockaddr *)&a, sizeof a) < 0)
             fails++;
-    say(out, "fails=%d\n", fails);
+    fx_say(out, "fails=%d\n", fails);
     return 0;
 }
 
@@ -1007,7 +671,7 @@ static int body_tcp_hog(int out, int go, void *arg)
     (void)go;
     (void)arg;
     int hogs[40];
-    struct sockaddr_in a = sin4("127.0.0.1", 53);
+    struct sockaddr_in a = fx_sin4("127.0.0.1", 53);
     for (int i = 0; i < 40; i++) {
         hogs[i] = socket(AF_INET, SOCK_STREAM, 0);
         connect(hogs[i], (struct sockaddr *)&a, sizeof a);
@@ -1016,10 +680,10 @@ static int body_tcp_hog(int out, int go, void *arg)
     }
     uint8_t r[600];
     int n = dns_roundtrip(AF_INET, SOCK_DGRAM, "still.alive", r, sizeof r);
-    say(out, "udp n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
+    fx_say(out, "udp n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
     usleep(100000);
     n = dns_roundtrip(AF_INET, SOCK_STREAM, "tcp.alive", r, sizeof r);
-    say(out, "tcp n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
+    fx_say(out, "tcp n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
     return 0;
 }
 
@@ -1041,7 +705,7 @@ static int body_dns4(int out, int go, void *arg)
     (void)arg;
     uint8_t r[600];
     int n = dns_roundtrip(AF_INET, SOCK_DGRAM, "v4.only", r, sizeof r);
-    say(out, "udp4 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
+    fx_say(out, "udp4 n=%d rcode=%d\n", n, n >= 12 ? r[3] & 15 : -1);
     return 0;
 }
 
@@ -1060,7 +724,7 @@ TEST(dns_stub_without_ipv6_serves_ipv4)
 static void *connect_forever(void *p)
 {
     (void)p;
-    struct sockaddr_in a = sin4("10.0.0.1", 80);
+    struct sockaddr_in a = fx_sin4("10.0.0.1", 80);
     for (;;) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         connect(s, (struct sockaddr *)&a, sizeof a);
@@ -1076,7 +740,7 @@ static int body_forever(int out, int go, void *arg)
     pthread_t t;
     for (int i = 0; i < 4; i++)
         pthread_create(&t, NULL, connect_forever, NULL);
-    say(out, "started\n");
+    fx_say(out, "started\n");
     connect_forever(NULL);
     return 0;
 }

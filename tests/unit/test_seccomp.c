@@ -33,340 +33,9 @@
 
 #include "sandbox/netwatch.h"
 #include "sandbox/seccomp.h"
+#include "sandbox_testlib.h"
 #include "test.h"
 #include "util/timeutil.h"
-
-/* ---- fixture: a child in its own netns under the filter ------------------ */
-
-#define FX_MAXEV 2048
-static pthread_mutex_t fx_mu = PTHREAD_MUTEX_INITIALIZER;
-static size_t fx_nev;
-static struct netwatch_event fx_ev[FX_MAXEV];
-
-static void fx_on_event(const struct netwatch_event *ev, void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&fx_mu);
-    if (fx_nev < FX_MAXEV)
-        fx_ev[fx_nev++] = *ev;
-    pthread_mutex_unlock(&fx_mu);
-}
-
-typedef int (*fx_body)(int out, int go, void *arg);
-
-struct fx_opts {
-    unsigned max_events;   /* 0: netwatch default */
-    bool stub_resolv;      /* bind-mount a resolv.conf naming 127.0.0.1 */
-    bool no_ipv6;          /* disable IPv6 in the child's namespace first */
-};
-
-struct fx {
-    pid_t pid;
-    int out_r, go_w;
-    netwatch_t *nw;
-    char out[65536];
-    size_t outlen;
-    int status;
-    int cloexec;           /* the child saw FD_CLOEXEC on its listener */
-    int dns_mask;
-    pid_t sup;             /* supervisor process (mode 2) */
-    struct netwatch_stats st;
-};
-
-struct fx_ctl {
-    int listener;          /* fd number in the child, or -errno */
-    int mask;              /* which DNS fds came, bit per NETWATCH_DNS_* */
-    int cloexec;
-};
-
-static void say(int out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(int out, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof line - 1)
-        n = (int)sizeof line - 1;
-    if (write(out, line, (size_t)n) < 0) {
-    }
-}
-
-static int lo_up(void)
-{
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -errno;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-    if (rc == 0) {
-        ifr.ifr_flags |= IFF_UP;
-        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-    }
-    int e = errno;
-    close(s);
-    return rc < 0 ? -e : 0;
-}
-
-static int fx_stub_resolv(void)
-{
-    char path[] = "/tmp/clearbox-resolv.XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -errno;
-    const char *txt = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n";
-    if (write(fd, txt, strlen(txt)) < 0) {
-    }
-    close(fd);
-    int rc = 0;
-    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-        mount(path, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0)
-        rc = -errno;
-    unlink(path); /* the bind mount keeps the inode */
-    return rc;
-}
-
-static void fx_child(int sock, int ctlw, int out, int go, const struct fx_opts *o,
-                     const struct seccomp_prog *prog, fx_body body, void *arg)
-{
-    struct fx_ctl ctl = {.listener = 0};
-    int dns[NETWATCH_DNS_NFDS];
-    int rc = 0;
-    if (unshare(CLONE_NEWNET) < 0)
-        rc = -errno;
-    if (rc == 0 && o->no_ipv6) {
-        int fd = open("/proc/sys/net/ipv6/conf/all/disable_ipv6", O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, "1", 1) != 1)
-            rc = -EIO;
-        if (fd >= 0)
-            close(fd);
-        fd = open("/proc/sys/net/ipv6/conf/lo/disable_ipv6", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (write(fd, "1", 1) != 1)
-                rc = -EIO;
-            close(fd);
-        }
-    }
-    if (rc == 0)
-        rc = lo_up();
-    if (rc == 0 && o->stub_resolv)
-        rc = fx_stub_resolv();
-    if (rc == 0)
-        rc = netwatch_dns_open(dns);
-    if (rc == 0) {
-        int send[NETWATCH_DNS_NFDS];
-        size_t n = 0;
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (dns[i] >= 0) {
-                send[n++] = dns[i];
-                ctl.mask |= 1 << i;
-            }
-        rc = seccomp_fds_send(sock, send, n);
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (dns[i] >= 0)
-                close(dns[i]);
-    }
-    close(sock);
-    if (rc == 0)
-        rc = seccomp_nnp_set();
-    int lfd = -1;
-    if (rc == 0) {
-        lfd = seccomp_prog_load(prog); /* last step: only read/write/close follow */
-        rc = lfd < 0 ? lfd : 0;
-    }
-    ctl.listener = rc < 0 ? rc : lfd;
-    if (lfd >= 0)
-        ctl.cloexec = (fcntl(lfd, F_GETFD) & FD_CLOEXEC) != 0;
-    if (write(ctlw, &ctl, sizeof ctl) != sizeof ctl || rc < 0)
-        _exit(100);
-    close(ctlw);
-    char b;
-    if (read(go, &b, 1) != 1) /* the parent holds a copy of the listener now */
-        _exit(101);
-    close(lfd);
-    _exit(body(out, go, arg));
-}
-
-/* supervise: 1 = netwatch thread here, 2 = netwatch in a separate process
- * (f->sup), 0 = no supervisor at all (the listener is closed before the child
- * goes on). */
-static int fx_start(struct fx *f, const struct fx_opts *o, int supervise, fx_body body,
-                    void *arg, char *err, size_t errlen)
-{
-    memset(f, 0, sizeof *f);
-    fx_nev = 0;
-    struct seccomp_prog prog;
-    int rc = seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &prog, err, errlen);
-    if (rc < 0)
-        return rc;
-    int sv[2], ctl[2], out[2], go[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ctl, O_CLOEXEC) < 0 ||
-        pipe2(out, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)
-        return -errno;
-    f->pid = fork();
-    if (f->pid < 0)
-        return -errno;
-    if (f->pid == 0) {
-        close(sv[0]);
-        close(ctl[0]);
-        close(out[0]);
-        close(go[1]);
-        /* the body's output must survive exec: keep it open across it */
-        fcntl(out[1], F_SETFD, 0);
-        fx_child(sv[1], ctl[1], out[1], go[0], o, &prog, body, arg);
-    }
-    seccomp_prog_free(&prog);
-    close(sv[1]);
-    close(ctl[1]);
-    close(out[1]);
-    close(go[0]);
-    f->out_r = out[0];
-    f->go_w = go[1];
-
-    int fds[SECCOMP_FDS_MAX];
-    int n = seccomp_fds_recv(sv[0], fds, SECCOMP_FDS_MAX, err, errlen);
-    close(sv[0]);
-    struct fx_ctl c;
-    ssize_t r = read(ctl[0], &c, sizeof c);
-    close(ctl[0]);
-    if (n < 0 || r != sizeof c || c.listener < 0) {
-        snprintf(err, errlen, "child setup failed: recv=%d ctl=%zd listener=%d", n, r,
-                 r == sizeof c ? c.listener : 0);
-        return -EIO;
-    }
-    f->cloexec = c.cloexec;
-    f->dns_mask = c.mask;
-    struct netwatch_config cfg;
-    netwatch_config_init(&cfg);
-    for (int i = 0, k = 0; i < NETWATCH_DNS_NFDS; i++)
-        if (c.mask & (1 << i))
-            cfg.dns_fds[i] = fds[k++];
-    cfg.listener_fd = seccomp_listener_fetch(f->pid, c.listener, err, errlen);
-    if (cfg.listener_fd < 0)
-        return cfg.listener_fd;
-    cfg.on_event = fx_on_event;
-    if (o->max_events)
-        cfg.max_events_per_reason = o->max_events;
-    if (supervise == 2) {
-        /* a supervisor process of its own, which the test may kill */
-        f->sup = fork();
-        if (f->sup < 0)
-            return -errno;
-        if (f->sup == 0) {
-            close(f->out_r);
-            close(f->go_w);
-            netwatch_t *nw;
-            if (netwatch_start(&cfg, &nw, NULL, 0) < 0)
-                _exit(1);
-            for (;;)
-                pause();
-        }
-        close(cfg.listener_fd);
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (cfg.dns_fds[i] >= 0)
-                close(cfg.dns_fds[i]);
-    } else if (supervise) {
-        rc = netwatch_start(&cfg, &f->nw, err, errlen);
-        if (rc < 0)
-            return rc;
-    } else {
-        close(cfg.listener_fd);
-        for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
-            if (cfg.dns_fds[i] >= 0)
-                close(cfg.dns_fds[i]);
-    }
-    if (write(f->go_w, "g", 1) != 1)
-        return -EIO;
-    return 0;
-}
-
-/* Read the child's output until EOF (or timeout_ms), reap it, stop netwatch. */
-static void fx_finish(struct fx *f, int timeout_ms)
-{
-    uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        uint64_t now = time_mono_ns();
-        if (now >= end)
-            break;
-        struct pollfd p = {.fd = f->out_r, .events = POLLIN};
-        if (poll(&p, 1, (int)((end - now) / 1000000) + 1) <= 0)
-            break;
-        if (f->outlen >= sizeof f->out - 1)
-            break;
-        ssize_t r = read(f->out_r, f->out + f->outlen, sizeof f->out - 1 - f->outlen);
-        if (r <= 0)
-            break;
-        f->outlen += (size_t)r;
-    }
-    f->out[f->outlen] = '\0';
-    kill(f->pid, SIGKILL); /* no-op when it is already done */
-    waitpid(f->pid, &f->status, 0);
-    close(f->out_r);
-    close(f->go_w);
-    netwatch_stop(f->nw, &f->st);
-    f->nw = NULL;
-    if (f->sup > 0) {
-        kill(f->sup, SIGKILL);
-        waitpid(f->sup, NULL, 0);
-    }
-}
-
-static size_t fx_count(const char *reason, const char *sys, const char *addr)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&fx_mu);
-    for (size_t i = 0; i < fx_nev; i++) {
-        const struct netwatch_event *e = &fx_ev[i];
-        if (reason && strcmp(e->reason_name, reason) != 0)
-            continue;
-        if (sys && strcmp(e->syscall, sys) != 0)
-            continue;
-        if (addr && strcmp(e->address, addr) != 0)
-            continue;
-        n++;
-    }
-    pthread_mutex_unlock(&fx_mu);
-    return n;
-}
-
-static const struct netwatch_event *fx_find(const char *sys, const char *addr)
-{
-    const struct netwatch_event *hit = NULL;
-    pthread_mutex_lock(&fx_mu);
-    for (size_t i = 0; i < fx_nev && !hit; i++)
-        if ((!sys || strcmp(fx_ev[i].syscall, sys) == 0) &&
-            (!addr || strcmp(fx_ev[i].address, addr) == 0))
-            hit = &fx_ev[i];
-    pthread_mutex_unlock(&fx_mu);
-    return hit;
-}
-
-static void fx_dump(void)
-{
-    for (size_t i = 0; i < fx_nev; i++)
-        fprintf(stderr, "    event %s %s fam=%s proto=%s addr=%s port=%d host=%s\n",
-                fx_ev[i].reason_name, fx_ev[i].syscall, fx_ev[i].family, fx_ev[i].protocol,
-                fx_ev[i].address, fx_ev[i].port, fx_ev[i].attempted_host);
-}
-
-#define FX_RUN(f, opts, sup, body, arg)                                         \
-    do {                                                                        \
-        char fx__err[256] = "";                                                 \
-        int fx__rc = fx_start((f), (opts), (sup), (body), (arg), fx__err,       \
-                              sizeof fx__err);                                  \
-        ASSERT_MSG(fx__rc == 0, "fx_start: %d %s", fx__rc, fx__err);            \
-        fx_finish((f), 30000);                                                  \
-    } while (0)
-
-static struct sockaddr_in sin4(const char *ip, int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &a.sin_addr);
-    return a;
-}
 
 /* ---- the policy as data ------------------------------------------------------ */
 
@@ -455,7 +124,7 @@ TEST(fds_cross_a_socketpair)
 
 static void try_call(int out, const char *name, long rc)
 {
-    say(out, "%s=%ld/%d\n", name, rc, rc < 0 ? errno : 0);
+    fx_say(out, "%s=%ld/%d\n", name, rc, rc < 0 ? errno : 0);
 }
 
 static int body_blocked(int out, int go, void *arg)
@@ -488,7 +157,7 @@ static int body_blocked(int out, int go, void *arg)
     try_call(out, "personality_query", personality(0xffffffff));
     struct timex tx = {.modes = 0};
     long a = adjtimex(&tx);
-    say(out, "adjtimex_read=%s\n", a >= 0 ? "ok" : "fail");
+    fx_say(out, "adjtimex_read=%s\n", a >= 0 ? "ok" : "fail");
     tx.modes = ADJ_OFFSET;
     try_call(out, "adjtimex_set", adjtimex(&tx));
     return 0;
@@ -548,13 +217,13 @@ static int body_clone(int out, int go, void *arg)
         _exit(7);
     int st = 0;
     waitpid(p, &st, 0);
-    say(out, "fork_exit=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    fx_say(out, "fork_exit=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     int v = 0;
     pthread_t t;
     int rc = pthread_create(&t, NULL, thread_fn, &v);
     if (rc == 0)
         pthread_join(t, NULL);
-    say(out, "thread=%d/%d\n", rc, v);
+    fx_say(out, "thread=%d/%d\n", rc, v);
     return 0;
 }
 
@@ -608,7 +277,7 @@ static int body_foreign(int out, int go, void *arg)
     long r;
     /* i386 ABI through int 0x80: getpid is 20 there */
     __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
-    say(out, "i386_getpid=%ld\n", r);
+    fx_say(out, "i386_getpid=%ld\n", r);
 #endif
     return 0;
 }
@@ -639,7 +308,7 @@ static int body_nosup(int out, int go, void *arg)
     (void)arg;
     try_call(out, "socket", socket(AF_INET, SOCK_STREAM, 0));
     int u = socket(AF_UNIX, SOCK_STREAM, 0);
-    say(out, "unix=%d\n", u >= 0 ? 0 : errno);
+    fx_say(out, "unix=%d\n", u >= 0 ? 0 : errno);
     try_call(out, "ptrace", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
     try_call(out, "mount", mount("none", "/mnt", "tmpfs", 0, NULL));
     try_call(out, "getpid_ok", getpid() > 0 ? 0 : -1);
@@ -661,11 +330,11 @@ TEST(no_supervisor_means_calls_fail_enosys)
 static int body_killsup(int out, int go, void *arg)
 {
     (void)arg;
-    struct sockaddr_in a = sin4("93.184.216.34", 80);
+    struct sockaddr_in a = fx_sin4("93.184.216.34", 80);
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    say(out, "before socket=%s\n", s >= 0 ? "ok" : "fail");
+    fx_say(out, "before socket=%s\n", s >= 0 ? "ok" : "fail");
     try_call(out, "before_ptrace", ptrace(PTRACE_TRACEME, 0, NULL, NULL));
-    say(out, "phase1\n");
+    fx_say(out, "phase1\n");
     char c;
     if (read(go, &c, 1) != 1) /* the test kills the supervisor meanwhile */
         return 3;
@@ -761,7 +430,7 @@ static int body_exec(int out, int go, void *arg)
     dup2(out, 2);
     char *envp[] = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", NULL};
     execve(argv[0], argv, envp);
-    say(out, "execve failed: %d\n", errno);
+    fx_say(out, "execve failed: %d\n", errno);
     return 127;
 }
 
