@@ -1176,6 +1176,16 @@ static void route_metrics(struct api *a, const struct http_request *req,
     char *text = NULL;
     size_t len = 0;
     char err[ERR_LEN];
+    /* A node without workers (--role api) has no pool refreshing the queue
+     * depth every second; without this its gauge kept the value of the last
+     * submit (tests/integration/multinode_pg.sh). One count per scrape. */
+    if (!a->hooks.workers_stats && a->queue_depth) {
+        struct store_queue_stats qs = {0};
+        store_t *s = handle_get(a);
+        if (store_queue_stats(s, &qs, NULL, 0) == 0)
+            metrics_gauge_set(a->queue_depth, (double)qs.queued);
+        handle_put(a, s);
+    }
     if (metrics_render_string(a->reg, fmt, 0, &text, &len, err, sizeof err) < 0) {
         http_respond_error(resp, 500, "internal", err, NULL);
         return;
