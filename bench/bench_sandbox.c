@@ -12,7 +12,9 @@
  * (a cache miss) against read from the cache file. Last, monitoring
  * overhead: a 250 ms CPU-bound program with telemetry off
  * (log level error, no trace file) and on (info logs + --trace-file).
- * Needs root. BENCH_QUICK=1: fewer runs. */
+ * Needs root. BENCH_QUICK=1: fewer runs. CLEARBOX_BEFORE=PATH adds another
+ * clearbox binary (say, the previous commit's) to the interleaved runs, so a
+ * change is measured before and after in the same run. */
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -31,7 +33,7 @@
 extern char **environ;
 
 static char dir[64];
-static const char *clearbox;
+static const char *clearbox, *clearbox_before;
 
 static void write_file(const char *name, const char *text)
 {
@@ -84,8 +86,13 @@ static struct stats stats_of(uint64_t *v, int n)
     return s;
 }
 
-enum { BARE, BWRAP, CLEARBOX, NVAR };
-static const char *const var_names[NVAR] = {"bare", "bwrap", "clearbox"};
+enum { BARE, BWRAP, CLEARBOX, BEFORE, NVAR };
+static const char *const var_names[NVAR] = {"bare", "bwrap", "clearbox", "clearbox_before"};
+
+static bool variant_on(int v, bool have_bwrap)
+{
+    return (v != BWRAP || have_bwrap) && (v != BEFORE || clearbox_before);
+}
 
 static void compare(const char *what, char *const argv[NVAR][32], int n, bool have_bwrap,
                     double python_ratio)
@@ -94,20 +101,22 @@ static void compare(const char *what, char *const argv[NVAR][32], int n, bool ha
     for (int v = 0; v < NVAR; v++)
         t[v] = calloc((size_t)n, sizeof(uint64_t));
     for (int v = 0; v < NVAR; v++) /* warm caches once */
-        if (v != BWRAP || have_bwrap)
+        if (variant_on(v, have_bwrap))
             run_ns(argv[v], NULL);
     for (int i = 0; i < n; i++)
         for (int v = 0; v < NVAR; v++)
-            if (v != BWRAP || have_bwrap)
+            if (variant_on(v, have_bwrap))
                 t[v][i] = run_ns(argv[v], NULL);
     struct stats s[NVAR];
     for (int v = 0; v < NVAR; v++)
-        if (v != BWRAP || have_bwrap)
+        if (variant_on(v, have_bwrap))
             s[v] = stats_of(t[v], n);
     for (int v = 0; v < NVAR; v++)
-        if (v != BWRAP || have_bwrap)
-            bench_note("%s %s: median %.2f ms, p95 %.2f ms (%d interleaved runs)", what,
-                       var_names[v], s[v].median / 1e6, s[v].p95 / 1e6, n);
+        if (variant_on(v, have_bwrap))
+            bench_note("%s %s: median %.2f ms, p95 %.2f ms, overhead %.2f ms, %.2fx bare (%d "
+                       "interleaved runs)",
+                       what, var_names[v], s[v].median / 1e6, s[v].p95 / 1e6,
+                       (s[v].median - s[BARE].median) / 1e6, s[v].median / s[BARE].median, n);
     char name[96], base[96];
     double cb_over = s[CLEARBOX].median - s[BARE].median;
     snprintf(name, sizeof name, "sandbox_overhead_%s_clearbox", what);
@@ -258,6 +267,11 @@ int main(void)
         clearbox = "build/clearbox";
     if (access(clearbox, X_OK) != 0)
         bench_fail("CLEARBOX=%s is not executable", clearbox);
+    clearbox_before = getenv("CLEARBOX_BEFORE");
+    if (clearbox_before && !*clearbox_before)
+        clearbox_before = NULL;
+    if (clearbox_before && access(clearbox_before, X_OK) != 0)
+        bench_fail("CLEARBOX_BEFORE=%s is not executable", clearbox_before);
     log_set_level(LOG_ERROR);
     snprintf(dir, sizeof dir, "/tmp/bench-sandbox.XXXXXX");
     if (!mkdtemp(dir))
@@ -282,11 +296,13 @@ int main(void)
         {"/bin/sh", sh_path, NULL},
         {BWRAP_ARGS, sh_path, "/work/main.sh", "/bin/sh", "/work/main.sh", NULL},
         {(char *)clearbox, "run", "--json", sh_path, NULL},
+        {(char *)clearbox_before, "run", "--json", sh_path, NULL},
     };
     char *py[NVAR][32] = {
         {"/usr/bin/python3", py_path, NULL},
         {BWRAP_ARGS, py_path, "/work/main.py", "/usr/bin/python3", "/work/main.py", NULL},
         {(char *)clearbox, "run", "--json", py_path, NULL},
+        {(char *)clearbox_before, "run", "--json", py_path, NULL},
     };
     compare("trivial_sh", sh, n, have_bwrap, 0);
     compare("python_pass", py, n, have_bwrap, 1.3);

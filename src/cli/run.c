@@ -7,6 +7,7 @@
  * clean up, and print the result with status killed. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -25,8 +26,35 @@
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/hex.h"
+#include "util/timeutil.h"
 
 #define RUN_CODE_MAX (4u << 20) /* bytes of the program file */
+
+/* $CLEARBOX_PHASE_MARKS=1: clock readings of the command's own phases
+ * (around the engine's), printed on stderr at the end. */
+static const char *cli_mark_name[8];
+static uint64_t cli_mark_ns[8];
+static int cli_nmarks;
+static bool cli_marks;
+static void cli_mark(const char *what)
+{
+    if (cli_marks && cli_nmarks < 8) {
+        cli_mark_name[cli_nmarks] = what;
+        cli_mark_ns[cli_nmarks++] = time_mono_ns();
+    }
+}
+
+static void cli_marks_print(void)
+{
+    if (!cli_marks)
+        return;
+    char line[512];
+    int len = snprintf(line, sizeof line, "cli marks (monotonic ns):");
+    for (int i = 0; i < cli_nmarks && len < (int)sizeof line; i++)
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s=%" PRIu64, cli_mark_name[i],
+                        cli_mark_ns[i]);
+    fprintf(stderr, "%s\n", line);
+}
 
 static volatile sig_atomic_t run_cancel;
 static void on_signal(int sig)
@@ -339,6 +367,9 @@ static int metrics_write(const char *path, char *err, size_t errlen)
 
 static int cmd_run(int argc, char **argv)
 {
+    const char *pm = getenv("CLEARBOX_PHASE_MARKS");
+    cli_marks = pm && !strcmp(pm, "1");
+    cli_mark("cmd_start");
     struct sandbox_spec spec;
     memset(&spec, 0, sizeof spec);
     const char *lang_name = NULL, *file = NULL, *stdin_path = NULL, *policy = NULL;
@@ -550,7 +581,9 @@ static int cmd_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, &old_term);
 
     struct sandbox_result res;
+    cli_mark("engine_start");
     int rc = sandbox_run(&spec, &res, err, sizeof err);
+    cli_mark("engine_end");
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -591,6 +624,7 @@ static int cmd_run(int argc, char **argv)
     } else {
         sandbox_result_text(&res, &b);
     }
+    cli_mark("rendered");
     fwrite(b.data ? b.data : "", 1, b.len, stdout);
     fflush(stdout);
     buf_free(&b);
@@ -610,6 +644,8 @@ static int cmd_run(int argc, char **argv)
     ret = (rc < 0 || res.status == SANDBOX_ERROR) ? 1 : 0;
     sandbox_result_free(&res);
     telemetry_shutdown();
+    cli_mark("telemetry_shut");
+    cli_marks_print();
 out:
     free(code);
     free(in);

@@ -139,10 +139,13 @@ static void mark(struct nrun *n, const char *what)
 
 /* Child-side marks go into a shared page (only with CLEARBOX_PHASE_MARKS=1):
  * init and the program write clock readings there, the parent prints them. */
-enum { CM_G, CM_UNSHARED, CM_ROOT, CM_PIVOT, CM_DNS, CM_C, CM_FORKED, CM_FILTER, CM_EXEC, CM_N };
-static const char *const cmark_names[CM_N] = {"init:go",      "init:unshared",  "init:root_built",
-                                              "init:pivoted", "init:dns_open",  "init:cgroup_go",
-                                              "prog:forked",  "prog:filter_on", "prog:execve"};
+enum {
+    CM_START, CM_G, CM_UNSHARED, CM_ROOT, CM_PIVOT, CM_DNS, CM_C, CM_FORKED, CM_FILTER, CM_EXEC,
+    CM_N
+};
+static const char *const cmark_names[CM_N] = {
+    "init:start",    "init:go",        "init:unshared",  "init:root_built", "init:pivoted",
+    "init:dns_open", "init:cgroup_go", "prog:forked",    "prog:filter_on",  "prog:execve"};
 static void cmark(struct nrun *n, int which)
 {
     if (n->cmarks)
@@ -160,7 +163,7 @@ static void marks_print(const struct nrun *n)
     if (!marks_on())
         return;
     char line[2048];
-    int len = snprintf(line, sizeof line, "phase marks (ms since start):");
+    int len = snprintf(line, sizeof line, "phase marks (ms since start=%" PRIu64 "):", n->t0);
     for (int i = 0; i < n->nmarks && len < (int)sizeof line; i++)
         len += snprintf(line + len, sizeof line - (size_t)len, " %s=%.3f", n->mark_name[i],
                         (double)(n->mark_ns[i] - n->t0) / 1e6);
@@ -495,6 +498,7 @@ static void program_main(struct nrun *n, int ctl)
 static int init_main(struct nrun *n) __attribute__((noreturn));
 static int init_main(struct nrun *n)
 {
+    cmark(n, CM_START);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Keep only our five fds, renumbered 3..7, and close everything else we
      * inherited: in a threaded parent that includes other runs' pipes and
@@ -1295,7 +1299,12 @@ static void supervise(struct nrun *n)
     uint64_t next_progress = n->t_exec;
     bool init_gone = false;
     uint64_t drain_deadline = 0;
-    while (n->out_p[0] >= 0 || n->err_p[0] >= 0 || !init_gone) {
+    /* Until both streams are at EOF and the program's status is in: init
+     * writes it on the status pipe before it exits, so we need not wait for
+     * init's own exit (the kernel tears its namespaces down meanwhile, ~0.3
+     * ms and more under load; the teardown below waits for it after stopping
+     * the supervisor). */
+    while (n->out_p[0] >= 0 || n->err_p[0] >= 0 || !(init_gone || n->prog_done)) {
         uint64_t now = time_mono_ns();
         if (cancelled(n) && !n->killed) {
             decide(n, SANDBOX_KILLED);
@@ -1321,14 +1330,16 @@ static void supervise(struct nrun *n)
             else if (now > drain_deadline)
                 break;
         }
-        struct pollfd pf[3];
-        int np = 0, io = -1, ie = -1, ip = -1;
+        struct pollfd pf[4];
+        int np = 0, io = -1, ie = -1, ip = -1, is = -1;
         if (n->out_p[0] >= 0)
             io = np, pf[np++] = (struct pollfd){.fd = n->out_p[0], .events = POLLIN};
         if (n->err_p[0] >= 0)
             ie = np, pf[np++] = (struct pollfd){.fd = n->err_p[0], .events = POLLIN};
         if (!init_gone)
             ip = np, pf[np++] = (struct pollfd){.fd = n->pidfd, .events = POLLIN};
+        if (!n->prog_done && !init_gone)
+            is = np, pf[np++] = (struct pollfd){.fd = n->status_p[0], .events = POLLIN};
         uint64_t wake = next_sample < deadline ? next_sample : deadline;
         int tmo = 10;
         if (wake > now && (wake - now) / 1000000ull < 10)
@@ -1342,11 +1353,22 @@ static void supervise(struct nrun *n)
             pump(n, &n->out_p[0], &r->out, &r->out_truncated);
         if (ie >= 0 && pf[ie].revents)
             pump(n, &n->err_p[0], &r->err, &r->err_truncated);
-        if (ip >= 0 && pf[ip].revents) {
-            init_gone = true;
-            n->t_end = time_mono_ns();
+        if (is >= 0 && pf[is].revents) {
             int rep[2];
             ssize_t rd = read(n->status_p[0], rep, sizeof rep);
+            if (rd == (ssize_t)sizeof rep) {
+                n->prog_done = true;
+                n->prog_wstatus = rep[0];
+                n->disk_full = rep[1] != 0;
+                n->t_end = time_mono_ns();
+            }
+        }
+        if (ip >= 0 && pf[ip].revents) {
+            init_gone = true;
+            if (!n->t_end)
+                n->t_end = time_mono_ns();
+            int rep[2];
+            ssize_t rd = n->prog_done ? 0 : read(n->status_p[0], rep, sizeof rep);
             if (rd == (ssize_t)sizeof rep) {
                 n->prog_done = true;
                 n->prog_wstatus = rep[0];
@@ -1613,26 +1635,6 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         copy_str(r->seccomp_sha256, sizeof r->seccomp_sha256, n->prog.sha256);
     }
 
-    /* where the cgroup hierarchies are (cached per process) */
-    if (spec->cgroup_root) {
-        rc = cgroup_mounts_detect(&n->mounts, spec->cgroup_root, e2, sizeof e2);
-    } else {
-        pthread_once(&mounts_once, mounts_detect_once);
-        rc = mounts_rc;
-        n->mounts = mounts_cached;
-        snprintf(e2, sizeof e2, "cannot read /proc/self/mountinfo");
-    }
-    if (rc < 0) {
-        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
-        goto out;
-    }
-    snprintf(r->cgroup_mode, sizeof r->cgroup_mode, "%s", cgroup_mode_name(n->mounts.mode));
-    if (n->mounts.mode == CGROUP_NONE) {
-        sandbox_result_degrade(r, "memory_limit");
-        sandbox_result_degrade(r, "pids_limit");
-        sandbox_result_degrade(r, "cpu_limit");
-    }
-
     n->ws_in_init = n->unpriv || !spec->output_dir;
     if (spec->rootfs && (rc = rootfs_check(n, spec->rootfs, e2, sizeof e2)) < 0) {
         rc = sandbox__fail(r, rc, "invalid_request", err, errlen, "rootfs: %s", e2);
@@ -1733,6 +1735,27 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         rc = start_failed(n, err, errlen);
         goto out;
     }
+    /* where the cgroup hierarchies are (read once per process, here where
+     * init is busy with its network namespace: off the path to the program) */
+    if (spec->cgroup_root) {
+        rc = cgroup_mounts_detect(&n->mounts, spec->cgroup_root, e2, sizeof e2);
+    } else {
+        pthread_once(&mounts_once, mounts_detect_once);
+        rc = mounts_rc;
+        n->mounts = mounts_cached;
+        snprintf(e2, sizeof e2, "cannot read /proc/self/mountinfo");
+    }
+    if (rc < 0) {
+        rc = sandbox__fail(r, rc, "cgroup_failed", err, errlen, "cgroup: %s", e2);
+        goto out;
+    }
+    snprintf(r->cgroup_mode, sizeof r->cgroup_mode, "%s", cgroup_mode_name(n->mounts.mode));
+    if (n->mounts.mode == CGROUP_NONE) {
+        sandbox_result_degrade(r, "memory_limit");
+        sandbox_result_degrade(r, "pids_limit");
+        sandbox_result_degrade(r, "cpu_limit");
+    }
+
     /* cgroups: made and joined after the clone (below) */
     struct cgroup_limits cl = {r->limits.memory_max_bytes, r->limits.pids_max,
                                r->limits.cpu_cores_milli};
@@ -1791,9 +1814,14 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
 out:;
     /* teardown: always, whatever happened above */
     uint64_t t_td = time_mono_ns();
+    if (n->init_pid > 0 && (!n->t_exec || !n->prog_done))
+        kill(n->init_pid, SIGKILL);
+    /* The supervisor's thread winds down while init is still exiting (see
+     * supervise()) and we reap it: the two wake-ups overlap. A call still
+     * pending in the sandbox then fails (ENOSYS), never passes; init's exit
+     * kills whatever could still make one. */
+    netwatch_stop_request(n->nw);
     if (n->init_pid > 0) {
-        if (!n->t_exec || !n->prog_done)
-            kill(n->init_pid, SIGKILL);
         int st;
         while (waitpid(n->init_pid, &st, 0) < 0 && errno == EINTR)
             ;
@@ -1804,7 +1832,7 @@ out:;
         netwatch_stop(n->nw, &ns);
         n->nw = NULL;
     }
-    mark(n, "reaped");
+    mark(n, "supervisor_stopped");
     if (n->cg.mode != CGROUP_NONE) {
         if (cgroup_kill(&n->cg, 2000, e2, sizeof e2) < 0 && rc == 0)
             rc = sandbox__fail(r, -EBUSY, "teardown_failed", err, errlen, "%s", e2);

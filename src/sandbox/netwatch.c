@@ -891,7 +891,7 @@ int netwatch_start(const struct netwatch_config *cfg, netwatch_t **out, char *er
     nw->arg = cfg->arg;
     nw->max_per_reason = cfg->max_events_per_reason ? cfg->max_events_per_reason
                                                     : NW_DEFAULT_MAX_EVENTS;
-    nw->native_arch = seccomp_arch_native();
+    nw->native_arch = seccomp_audit_arch_native();
     pthread_mutex_init(&nw->mu, NULL);
 
     struct seccomp_notif_sizes sizes;
@@ -975,13 +975,20 @@ void netwatch_stats(netwatch_t *nw, struct netwatch_stats *out)
     pthread_mutex_unlock(&nw->mu);
 }
 
-void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final)
+void netwatch_stop_request(netwatch_t *nw)
 {
     if (!nw)
         return;
     uint64_t one = 1;
     while (write(nw->stopfd, &one, sizeof one) < 0 && errno == EINTR)
         ;
+}
+
+void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final)
+{
+    if (!nw)
+        return;
+    netwatch_stop_request(nw);
     pthread_join(nw->thread, NULL);
     if (final)
         netwatch_stats(nw, final);

@@ -103,6 +103,11 @@ int netwatch_start(const struct netwatch_config *cfg, netwatch_t **out, char *er
 /* Stop the thread, close every fd, copy the final stats (may be NULL), free.
  * Pending sandboxed calls then fail with ENOSYS. NULL is a no-op. */
 void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final);
+/* Ask the thread to finish without waiting for it (the engine does this as
+ * soon as the program has ended, then reaps init, then calls netwatch_stop,
+ * which still owns the join, the fds and the memory). Safe from any thread;
+ * repeatable; NULL is a no-op. */
+void netwatch_stop_request(netwatch_t *nw);
 void netwatch_stats(netwatch_t *nw, struct netwatch_stats *out);
 /* Hand the seccomp listener to a supervisor started without one (the
  * engine starts it as soon as the DNS sockets exist, so the thread is up

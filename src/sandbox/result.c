@@ -211,11 +211,98 @@ int sandbox_result_json(const struct sandbox_result *r, struct buf *b)
     return json_ok(&w) ? 0 : (b->oom ? -ENOMEM : -E2BIG);
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n) and its code point, or 0 when
+ * the bytes there are not one (truncated, overlong, surrogate, > U+10FFFF). */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned char c = s[0];
+    size_t k;
+    uint32_t v, min;
+    if (c >= 0xC2 && c <= 0xDF) {
+        k = 2, v = c & 0x1F, min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        k = 3, v = c & 0x0F, min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        k = 4, v = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (k > n)
+        return 0;
+    for (size_t j = 1; j < k; j++) {
+        if ((s[j] & 0xC0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[j] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    *cp = v;
+    return k;
+}
+
+/* Append what the program produced so a terminal shows it and never obeys it:
+ * C0 controls other than \n and \t, DEL and bytes that are not UTF-8 become \xNN;
+ * C1 controls (U+0080-U+009F: CSI, OSC... on terminals that honour them) and
+ * the bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069,
+ * which reorder what the operator reads) become \uNNNN. \r is shown too: a
+ * bare carriage return lets a program overwrite what was printed before it.
+ * The exact bytes stay available in the JSON record (--json). */
+static void put_terminal_safe(struct buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && u[run] >= 0x20 && u[run] < 0x7F)
+            run++;
+        if (run > i) {
+            buf_append(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned char c = u[i];
+        if (c == '\n' || c == '\t') {
+            buf_putc(b, (char)c);
+            i++;
+            continue;
+        }
+        if (c < 0x80) { /* C0 or DEL */
+            buf_printf(b, "\\x%02x", c);
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        size_t k = utf8_seq(u + i, n - i, &cp);
+        if (!k) {
+            buf_printf(b, "\\x%02x", c);
+            i++;
+        } else if (cp <= 0x9F || (cp >= 0x202A && cp <= 0x202E) ||
+                   (cp >= 0x2066 && cp <= 0x2069)) {
+            buf_printf(b, "\\u%04x", (unsigned)cp);
+            i += k;
+        } else {
+            buf_append(b, s + i, k);
+            i += k;
+        }
+    }
+}
+
+static void put_terminal_safe_str(struct buf *b, const char *s)
+{
+    if (s)
+        put_terminal_safe(b, s, strlen(s));
+}
+
 int sandbox_result_text(const struct sandbox_result *r, struct buf *b)
 {
     buf_printf(b, "clearbox: %s", sandbox_status_name(r->status));
-    if (r->status == SANDBOX_ERROR)
-        buf_printf(b, " (%s: %s)", r->error_reason, r->error_message);
+    if (r->status == SANDBOX_ERROR) {
+        buf_puts(b, " (");
+        put_terminal_safe_str(b, r->error_reason);
+        buf_puts(b, ": ");
+        put_terminal_safe_str(b, r->error_message);
+        buf_putc(b, ')');
+    }
     else if (r->signal)
         buf_printf(b, ", killed by %s", sandbox__signal_name(r->signal));
     else
@@ -229,8 +316,13 @@ int sandbox_result_text(const struct sandbox_result *r, struct buf *b)
                    ", cost %.6f cents\n",
                    s->cpu_seconds, s->memory_peak_mb, s->memory_mb_seconds, s->pids_peak,
                    s->estimated_cost_cents);
-    for (size_t i = 0; i < r->nevents; i++)
-        buf_printf(b, "  security event: %s {%s}\n", r->events[i].reason, r->events[i].details);
+    /* details hold names the program chose (a DNS name, a path): JSON-escaped
+     * already, but C1 and bidi characters are valid JSON string content */
+    for (size_t i = 0; i < r->nevents; i++) {
+        buf_printf(b, "  security event: %s {", r->events[i].reason);
+        put_terminal_safe_str(b, r->events[i].details);
+        buf_puts(b, "}\n");
+    }
     if (r->ndegraded) {
         buf_puts(b, "  degraded:");
         for (size_t i = 0; i < r->ndegraded; i++)
@@ -239,13 +331,13 @@ int sandbox_result_text(const struct sandbox_result *r, struct buf *b)
     }
     if (r->out.len) {
         buf_printf(b, "--- stdout%s ---\n", r->out_truncated ? " (truncated)" : "");
-        buf_append(b, r->out.data, r->out.len);
+        put_terminal_safe(b, r->out.data, r->out.len);
         if (r->out.data[r->out.len - 1] != '\n')
             buf_putc(b, '\n');
     }
     if (r->err.len) {
         buf_printf(b, "--- stderr%s ---\n", r->err_truncated ? " (truncated)" : "");
-        buf_append(b, r->err.data, r->err.len);
+        put_terminal_safe(b, r->err.data, r->err.len);
         if (r->err.data[r->err.len - 1] != '\n')
             buf_putc(b, '\n');
     }

@@ -52,7 +52,6 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +62,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "sandbox/seccomp_dl.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/hash.h"
@@ -185,9 +185,13 @@ static const char *const allow_new_names[] = {"mseal"}; /* allowed, by fallback 
 
 /* ---- building ---------------------------------------------------------- */
 
+/* libseccomp's table (seccomp_dl.h), set by policy_build_uncached before it
+ * calls the builders below; they run under cache_mu, as it does. */
+static const struct seccomp_dl *sdl;
+
 static int resolve_nr(const char *name)
 {
-    int nr = seccomp_syscall_resolve_name(name);
+    int nr = sdl->syscall_resolve_name(name);
     if (nr >= 0)
         return nr;
 #if defined(__x86_64__)
@@ -206,7 +210,7 @@ static int add_plain(scmp_filter_ctx ctx, uint32_t action, const char *name, cha
     int nr = resolve_nr(name);
     if (nr < 0)
         return 0; /* absent on this arch: nothing to allow or audit */
-    int rc = seccomp_rule_add(ctx, action, nr, 0);
+    int rc = sdl->rule_add(ctx, action, nr, 0);
     if (rc < 0)
         return err_set(err, errlen, -EIO, "seccomp_rule_add(%s): %d", name, rc);
     return 0;
@@ -226,22 +230,22 @@ static int build_default(scmp_filter_ctx ctx, char *err, size_t errlen)
 
     /* send()/sendto() without a destination (connected sockets, the common
      * case) need no decoding: allowed in BPF, the rest goes to the supervisor. */
-    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 1, SCMP_A4(SCMP_CMP_EQ, 0));
+    rc = sdl->rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 1, SCMP_A4(SCMP_CMP_EQ, 0));
     if (rc == 0)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(sendto), 1,
-                              SCMP_A4(SCMP_CMP_NE, 0));
+        rc = sdl->rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(sendto), 1,
+                           SCMP_A4(SCMP_CMP_NE, 0));
     if (rc < 0)
         return err_set(err, errlen, -EIO, "seccomp_rule_add(sendto): %d", rc);
 
     /* clone: threads and fork pass, namespace flags go to the supervisor
      * (reported and denied). clone3 hides its flags in memory, so it gets
      * ENOSYS (the default action) and libc falls back to clone. */
-    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                          SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_MASK, 0));
+    rc = sdl->rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                       SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_MASK, 0));
     for (size_t i = 0; rc == 0 && i < sizeof clone_ns_flags / sizeof clone_ns_flags[0]; i++)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(clone), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i].flag,
-                                      clone_ns_flags[i].flag));
+        rc = sdl->rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(clone), 1,
+                           SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i].flag,
+                                   clone_ns_flags[i].flag));
     if (rc < 0)
         return err_set(err, errlen, -EIO, "seccomp_rule_add(clone): %d", rc);
 
@@ -250,12 +254,12 @@ static int build_default(scmp_filter_ctx ctx, char *err, size_t errlen)
      * receive, and could CONTINUE, the calls ours denies (the kernel hands a
      * notification to the newest filter). prctl(PR_SET_SECCOMP) has no flags
      * and so no listener. */
-    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
-                          SCMP_A1(SCMP_CMP_MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER, 0));
+    rc = sdl->rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
+                       SCMP_A1(SCMP_CMP_MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER, 0));
     if (rc == 0)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(seccomp), 1,
-                              SCMP_A1(SCMP_CMP_MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                                      SECCOMP_FILTER_FLAG_NEW_LISTENER));
+        rc = sdl->rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(seccomp), 1,
+                           SCMP_A1(SCMP_CMP_MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                                   SECCOMP_FILTER_FLAG_NEW_LISTENER));
     if (rc < 0)
         return err_set(err, errlen, -EIO, "seccomp_rule_add(seccomp): %d", rc);
     return 0;
@@ -445,11 +449,13 @@ static int cache_key(const char *name, char key[CACHE_KEY_LEN])
     dl_iterate_phdr(bid_cb, &f);
     if (!f.hex[0])
         return -ENOENT;
-    const struct scmp_version *v = seccomp_version();
+    /* the version of the libseccomp headers this binary was built with: the
+     * library itself is loaded only on a miss (seccomp_dl.h), and asking it
+     * for its version on every run would cost what the cache saves */
     memset(key, 0, CACHE_KEY_LEN);
     int n = snprintf(key, CACHE_KEY_LEN, "policy=%s build=%s libseccomp=%u.%u.%u arch=%08x opt=%d",
-                     name, f.hex, v->major, v->minor, v->micro, seccomp_arch_native(),
-                     SECCOMP_OPTIMIZE);
+                     name, f.hex, SCMP_VER_MAJOR, SCMP_VER_MINOR, SCMP_VER_MICRO,
+                     seccomp_audit_arch_native(), SECCOMP_OPTIMIZE);
     return n > 0 && n < CACHE_KEY_LEN ? 0 : -ENAMETOOLONG;
 }
 
@@ -653,20 +659,22 @@ static int policy_build_uncached(const char *name, struct seccomp_prog *out, cha
     if (rc < 0)
         return rc;
 
+    if (!(sdl = seccomp_dl(err, errlen)))
+        return -ENOENT;
     int mfd = -1;
     struct sock_filter *insns = NULL;
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
+    scmp_filter_ctx ctx = sdl->init(SCMP_ACT_ERRNO(ENOSYS));
     if (!ctx)
         return err_set(err, errlen, -ENOMEM, "seccomp_init failed");
-    rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_NOTIFY);
+    rc = sdl->attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_NOTIFY);
     if (rc == 0)
-        rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0); /* the child sets it itself */
+        rc = sdl->attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0); /* the child sets it itself */
     /* libseccomp's binary tree (OPTIMIZE=2), not the linear chain: measured
      * here, the tree takes 8.7 ms to generate and 0.33 ms to load against
      * 2.1 ms and 0.48 ms; generation is paid once per host (the cache), the
      * load on every run. */
     if (rc == 0)
-        rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, SECCOMP_OPTIMIZE);
+        rc = sdl->attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, SECCOMP_OPTIMIZE);
     if (rc < 0) {
         rc = err_set(err, errlen, -EIO, "seccomp_attr_set: %d (libseccomp too old?)", rc);
         goto out;
@@ -681,7 +689,7 @@ static int policy_build_uncached(const char *name, struct seccomp_prog *out, cha
         rc = err_sys(err, errlen, -errno, "memfd_create");
         goto out;
     }
-    rc = seccomp_export_bpf(ctx, mfd);
+    rc = sdl->export_bpf(ctx, mfd);
     if (rc < 0) {
         rc = err_set(err, errlen, -EIO, "seccomp_export_bpf: %d", rc);
         goto out;
@@ -723,7 +731,7 @@ out:
     free(insns);
     if (mfd >= 0)
         close(mfd);
-    seccomp_release(ctx);
+    sdl->release(ctx);
     return rc;
 }
 
@@ -849,6 +857,25 @@ int seccomp_listener_fetch(pid_t pid, int fdnum, char *err, size_t errlen)
 
 /* ---- names ------------------------------------------------------------- */
 
+uint32_t seccomp_audit_arch_native(void)
+{
+#if defined(__x86_64__)
+    return AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__) && defined(__AARCH64EL__)
+    return AUDIT_ARCH_AARCH64;
+#elif defined(__riscv) && __riscv_xlen == 64
+    return AUDIT_ARCH_RISCV64;
+#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
+    return AUDIT_ARCH_PPC64LE;
+#elif defined(__s390x__)
+    return AUDIT_ARCH_S390X;
+#elif defined(__i386__)
+    return AUDIT_ARCH_I386;
+#else
+#error "seccomp_audit_arch_native: add this architecture's AUDIT_ARCH_ value"
+#endif
+}
+
 const char *seccomp_arch_name(uint32_t audit_arch, int nr)
 {
     switch (audit_arch) {
@@ -881,7 +908,8 @@ void seccomp_syscall_name(uint32_t audit_arch, int nr, char *out, size_t outlen)
         token = SCMP_ARCH_X32;
         n = nr & ~0x40000000;
     }
-    char *s = seccomp_syscall_resolve_num_arch(token, n);
+    const struct seccomp_dl *dl = seccomp_dl(NULL, 0);
+    char *s = dl ? dl->syscall_resolve_num_arch(token, n) : NULL;
     if (s) {
         snprintf(out, outlen, "%s", s);
         free(s);

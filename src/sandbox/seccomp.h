@@ -72,6 +72,9 @@ struct seccomp_prog {
  * program held in memory (thread-safe). -ENOENT for an unknown name, -EIO if
  * libseccomp fails. On failure *out is zeroed. */
 int seccomp_policy_build(const char *name, struct seccomp_prog *out, char *err, size_t errlen);
+/* The AUDIT_ARCH_ value of the architecture this binary was built for (what
+ * seccomp_data.arch holds for native calls), without loading libseccomp. */
+uint32_t seccomp_audit_arch_native(void);
 void seccomp_prog_free(struct seccomp_prog *p);
 
 /* The BPF cache, exposed for tests and `clearbox gc`. Directory:

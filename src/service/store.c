@@ -594,7 +594,11 @@ int store_callback_record(store_t *s, const char *id, const struct store_callbac
     json_obj_close(&w);
     if (!json_ok(&w))
         return err_set(err, errlen, -E2BIG, "callback delivery record too large");
-    return LOCKED(s, s->ops->callback_record(s, id, b.data, err, errlen));
+    int rc = LOCKED(s, s->ops->callback_record(s, id, b.data, err, errlen));
+    if (rc == -E2BIG)
+        return err_set(err, errlen, -E2BIG, "evaluation %s already has %d callback deliveries", id,
+                       STORE_CALLBACKS_MAX);
+    return rc;
 }
 
 int store_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
@@ -605,5 +609,31 @@ int store_events(store_t *s, const char *id, int64_t after_seq, struct store_eve
         return err_set(err, errlen, -EINVAL, "Last-Event-ID must be a non-negative number");
     if (cap == 0 || cap > 10000)
         return err_set(err, errlen, -EINVAL, "events: cap must be 1-10000");
-    return LOCKED(s, s->ops->events(s, id, after_seq, ev, cap, err, errlen));
+    int n = LOCKED(s, s->ops->events(s, id, after_seq, ev, cap, err, errlen));
+    if (n == -EAGAIN) { /* it exists: nothing new */
+        if (err && errlen)
+            err[0] = '\0';
+        return 0;
+    }
+    return n; /* a count, -ENOENT or a database error */
+}
+
+/* ---- for the backends -------------------------------------------------------- */
+
+int store__why_not(const char *id, bool found, enum eval_status cur, int code,
+                   enum eval_status *status, const char *what, char *err, size_t errlen)
+{
+    if (!found)
+        return err_set(err, errlen, -ENOENT, "no evaluation %s", id);
+    if (status)
+        *status = cur;
+    return err_set(err, errlen, code, "%s: evaluation %s is %s", what, id, store_status_name(cur));
+}
+
+int store__not_leased(const char *id, enum eval_status cur, const char *worker_id, int attempt,
+                      char *err, size_t errlen)
+{
+    return err_set(err, errlen, -ESTALE,
+                   "finish: evaluation %s is %s and no longer leased by worker %s attempt %d", id,
+                   store_status_name(cur), worker_id, attempt);
 }

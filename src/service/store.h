@@ -373,11 +373,25 @@ struct store_ops {
     int (*submitter_queued)(store_t *s, const char *submitter, int64_t *n, char *err,
                             size_t errlen);
     int (*purge)(store_t *s, int64_t before_ns, int64_t *deleted, char *err, size_t errlen);
+    /* -E2BIG when the evaluation holds STORE_CALLBACKS_MAX deliveries
+     * already (store.c words the message) */
     int (*callback_record)(store_t *s, const char *id, const char *delivery_json, char *err,
                            size_t errlen);
+    /* no rows: -EAGAIN when the evaluation exists (store.c returns 0 for it),
+     * -ENOENT when it does not */
     int (*events)(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
                   size_t cap, char *err, size_t errlen);
 };
+
+/* For backends, after a statement on id matched no row: -ENOENT ("no
+ * evaluation ID") when the row does not exist (found false), else code with
+ * "WHAT: evaluation ID is STATUS"; *status (may be NULL) gets cur. */
+int store__why_not(const char *id, bool found, enum eval_status cur, int code,
+                   enum eval_status *status, const char *what, char *err, size_t errlen);
+/* For backends: finish found id in status cur and not leased by worker_id's
+ * attempt; -ESTALE with the words every backend uses. */
+int store__not_leased(const char *id, enum eval_status cur, const char *worker_id, int attempt,
+                      char *err, size_t errlen);
 
 struct store {
     const struct store_ops *ops;

@@ -773,6 +773,20 @@ static int pg_migration_apply(store_t *s, const struct store_migration *m, char 
 
 /* ---- submit and read ------------------------------------------------------------- */
 
+/* The (id, queue position) row of an insert or an idempotency lookup, if it
+ * came; clears r either way. */
+static bool take_id_pos(const struct pq_dl *pq, PGresult *r, char id_out[STORE_ID_LEN],
+                        int64_t *qpos)
+{
+    bool hit = pq->ntuples(r) == 1;
+    if (hit) {
+        col_id(pq, r, 0, 0, id_out);
+        *qpos = col_i64(pq, r, 0, 1);
+    }
+    pq->clear(r);
+    return hit;
+}
+
 static int pg_insert(store_t *s, const struct eval_record *rec, char id_out[STORE_ID_LEN],
                      bool *existed, int64_t *qpos, char *err, size_t errlen)
 {
@@ -808,13 +822,8 @@ static int pg_insert(store_t *s, const struct eval_record *rec, char id_out[STOR
         PGresult *r = pg_run(g, S_INSERT, &p, &rc, "insert evaluation", err, errlen);
         if (!r)
             return rc;
-        if (pq->ntuples(r) == 1) {
-            col_id(pq, r, 0, 0, id_out);
-            *qpos = col_i64(pq, r, 0, 1);
-            pq->clear(r);
+        if (take_id_pos(pq, r, id_out, qpos))
             return 0;
-        }
-        pq->clear(r);
         if (!rec->idempotency_key)
             return err_set(err, errlen, -EIO, "insert evaluation: no row inserted");
         /* The key is taken: return its first evaluation (committed, since
@@ -825,14 +834,10 @@ static int pg_insert(store_t *s, const struct eval_record *rec, char id_out[STOR
         r = pg_run(g, S_IDEM_LOOKUP, &p, &rc, "idempotency lookup", err, errlen);
         if (!r)
             return rc;
-        if (pq->ntuples(r) == 1) {
-            col_id(pq, r, 0, 0, id_out);
-            *qpos = col_i64(pq, r, 0, 1);
+        if (take_id_pos(pq, r, id_out, qpos)) {
             *existed = true;
-            pq->clear(r);
             return 0;
         }
-        pq->clear(r);
     }
     return err_set(err, errlen, -EBUSY, "insert evaluation: idempotency key kept changing");
 }
@@ -942,16 +947,10 @@ static int why_not(struct pg *g, const char *id, int code, enum eval_status *sta
     PGresult *r = pg_run(g, S_EXISTS, &p, &rc, what, err, errlen);
     if (!r)
         return rc;
-    if (g->pq->ntuples(r) == 0) {
-        g->pq->clear(r);
-        return err_set(err, errlen, -ENOENT, "no evaluation %s", id);
-    }
-    enum eval_status cur = col_status(g->pq, r, 0, 0);
+    bool found = g->pq->ntuples(r) > 0;
+    enum eval_status cur = found ? col_status(g->pq, r, 0, 0) : EVAL_QUEUED;
     g->pq->clear(r);
-    if (status)
-        *status = cur;
-    return err_set(err, errlen, code, "%s: evaluation %s is %s", what, id,
-                   store_status_name(cur));
+    return store__why_not(id, found, cur, code, status, what, err, errlen);
 }
 
 static int pg_heartbeat(store_t *s, const char *id, const char *worker_id, int attempt,
@@ -1017,9 +1016,7 @@ static int pg_finish(store_t *s, const char *id, const char *worker_id, int atte
     pq->clear(r);
     if (mine && cur == o->status)
         return 0;
-    return err_set(err, errlen, -ESTALE,
-                   "finish: evaluation %s is %s and no longer leased by worker %s attempt %d", id,
-                   store_status_name(cur), worker_id, attempt);
+    return store__not_leased(id, cur, worker_id, attempt, err, errlen);
 }
 
 static int pg_cancel(store_t *s, const char *id, enum eval_status *now_status, char *err,
@@ -1142,11 +1139,7 @@ static int pg_callback_record(store_t *s, const char *id, const char *delivery_j
     g->pq->clear(r);
     if (k == 1)
         return 0;
-    rc = why_not(g, id, -E2BIG, NULL, "record callback", err, errlen);
-    if (rc == -E2BIG)
-        return err_set(err, errlen, -E2BIG, "evaluation %s already has %d callback deliveries",
-                       id, STORE_CALLBACKS_MAX);
-    return rc;
+    return why_not(g, id, -E2BIG, NULL, "record callback", err, errlen);
 }
 
 static int pg_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
@@ -1169,13 +1162,8 @@ static int pg_events(store_t *s, const char *id, int64_t after_seq, struct store
         ev[i].ts_ns = col_i64(pq, r, i, 2);
     }
     pq->clear(r);
-    if (n == 0) { /* nothing new, or no such evaluation? */
-        rc = why_not(g, id, -EAGAIN, NULL, "events", err, errlen);
-        if (rc != -EAGAIN)
-            return rc; /* -ENOENT or a database error */
-        if (err && errlen)
-            err[0] = '\0';
-    }
+    if (n == 0) /* nothing new (-EAGAIN), or no such evaluation? */
+        return why_not(g, id, -EAGAIN, NULL, "events", err, errlen);
     return n;
 }
 

@@ -24,13 +24,13 @@
  * call here single-threaded, so the connection is opened with NOMUTEX. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "service/sqlite_dl.h"
 #include "service/store.h"
 #include "util/err.h"
 #include "util/timeutil.h"
@@ -148,6 +148,10 @@ static const char *const stmt_sql[S_COUNT] = {
                  "seq > ?2 ORDER BY seq LIMIT ?3",
 };
 
+/* SQLite through its dlopen table (sqlite_dl.h): every call below happens on
+ * a database that sq_open opened after loading it. */
+static inline const struct sqlite_dl *dl(void) { return sqlite_dl_table(); }
+
 struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
@@ -160,7 +164,7 @@ static struct sq *SQ(store_t *s) { return s->impl; }
 /* Map an SQLite result to a negative errno and say what failed. */
 static int sq_fail(struct sq *q, int rc, const char *what, char *err, size_t errlen)
 {
-    const char *msg = q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc);
+    const char *msg = q->db ? dl()->errmsg(q->db) : dl()->errstr(rc);
     int code;
     switch (rc & 0xff) {
     case SQLITE_BUSY:
@@ -184,7 +188,7 @@ static int sq_fail(struct sq *q, int rc, const char *what, char *err, size_t err
         code = -EEXIST;
         break;
     case SQLITE_CANTOPEN: {
-        int e = q->db ? sqlite3_system_errno(q->db) : 0;
+        int e = q->db ? dl()->system_errno(q->db) : 0;
         code = e ? -e : -EIO;
         break;
     }
@@ -204,15 +208,15 @@ static int sq_fail(struct sq *q, int rc, const char *what, char *err, size_t err
 static int sq_prep(struct sq *q, enum stmt_id id, sqlite3_stmt **out, char *err, size_t errlen)
 {
     if (!q->st[id]) {
-        int rc = sqlite3_prepare_v3(q->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+        int rc = dl()->prepare_v3(q->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
                                     &q->st[id], NULL);
         if (rc != SQLITE_OK) {
             q->st[id] = NULL;
             return sq_fail(q, rc, "prepare", err, errlen);
         }
     }
-    sqlite3_reset(q->st[id]);
-    sqlite3_clear_bindings(q->st[id]);
+    dl()->reset(q->st[id]);
+    dl()->clear_bindings(q->st[id]);
     *out = q->st[id];
     return 0;
 }
@@ -221,19 +225,19 @@ static int sq_prep(struct sq *q, enum stmt_id id, sqlite3_stmt **out, char *err,
 static int sq_exec(struct sq *q, sqlite3_stmt *st, const char *what, char *err, size_t errlen)
 {
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    while ((rc = dl()->step(st)) == SQLITE_ROW)
         ;
-    sqlite3_reset(st);
+    dl()->reset(st);
     return rc == SQLITE_DONE ? 0 : sq_fail(q, rc, what, err, errlen);
 }
 
 /* Step to the first row: 1 = row, 0 = none, negative = error (reset). */
 static int sq_row(struct sq *q, sqlite3_stmt *st, const char *what, char *err, size_t errlen)
 {
-    int rc = sqlite3_step(st);
+    int rc = dl()->step(st);
     if (rc == SQLITE_ROW)
         return 1;
-    sqlite3_reset(st);
+    dl()->reset(st);
     return rc == SQLITE_DONE ? 0 : sq_fail(q, rc, what, err, errlen);
 }
 
@@ -252,7 +256,7 @@ static int tx_begin(struct sq *q, char *err, size_t errlen)
 static int tx_commit(struct sq *q, char *err, size_t errlen)
 {
     int rc = sq_simple(q, S_COMMIT, "commit", err, errlen);
-    if (rc < 0 && !sqlite3_get_autocommit(q->db)) {
+    if (rc < 0 && !dl()->get_autocommit(q->db)) {
         char e2[ERR_LEN];
         sq_simple(q, S_ROLLBACK, "rollback", e2, sizeof e2);
     }
@@ -262,7 +266,7 @@ static int tx_commit(struct sq *q, char *err, size_t errlen)
 /* Roll back after a failure; keeps rc and the first error message. */
 static int tx_abort(struct sq *q, int rc)
 {
-    if (!sqlite3_get_autocommit(q->db)) {
+    if (!dl()->get_autocommit(q->db)) {
         char e2[ERR_LEN];
         sq_simple(q, S_ROLLBACK, "rollback", e2, sizeof e2);
     }
@@ -273,20 +277,20 @@ static int tx_abort(struct sq *q, int rc)
 
 static int bind_text(sqlite3_stmt *st, int i, const char *s)
 {
-    return s ? sqlite3_bind_text(st, i, s, (int)strlen(s), SQLITE_STATIC) : sqlite3_bind_null(st, i);
+    return s ? dl()->bind_text(st, i, s, (int)strlen(s), SQLITE_STATIC) : dl()->bind_null(st, i);
 }
 
 /* Bytes as a blob: NULL pointer = SQL NULL, else exactly n bytes (n may be 0). */
 static int bind_bytes(sqlite3_stmt *st, int i, const char *p, size_t n)
 {
     if (!p)
-        return sqlite3_bind_null(st, i);
-    return sqlite3_bind_blob64(st, i, n ? p : "", n, SQLITE_STATIC);
+        return dl()->bind_null(st, i);
+    return dl()->bind_blob64(st, i, n ? p : "", n, SQLITE_STATIC);
 }
 
 static int bind_json(sqlite3_stmt *st, int i, const char *s)
 {
-    return s ? bind_bytes(st, i, s, strlen(s)) : sqlite3_bind_null(st, i);
+    return s ? bind_bytes(st, i, s, strlen(s)) : dl()->bind_null(st, i);
 }
 
 /* Copy column i (NULL stays NULL) into a malloc'd NUL-terminated buffer. */
@@ -295,10 +299,10 @@ static int col_dup(sqlite3_stmt *st, int i, char **out, size_t *len)
     *out = NULL;
     if (len)
         *len = 0;
-    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+    if (dl()->column_type(st, i) == SQLITE_NULL)
         return 0;
-    const void *p = sqlite3_column_blob(st, i);
-    size_t n = (size_t)sqlite3_column_bytes(st, i);
+    const void *p = dl()->column_blob(st, i);
+    size_t n = (size_t)dl()->column_bytes(st, i);
     char *c = malloc(n + 1);
     if (!c)
         return -ENOMEM;
@@ -311,12 +315,12 @@ static int col_dup(sqlite3_stmt *st, int i, char **out, size_t *len)
     return 0;
 }
 
-static int64_t col_i64(sqlite3_stmt *st, int i) { return sqlite3_column_int64(st, i); }
+static int64_t col_i64(sqlite3_stmt *st, int i) { return dl()->column_int64(st, i); }
 
 static enum eval_status col_status(sqlite3_stmt *st, int i)
 {
     enum eval_status s = EVAL_ERROR;
-    store_status_parse((const char *)sqlite3_column_text(st, i), &s);
+    store_status_parse((const char *)dl()->column_text(st, i), &s);
     return s;
 }
 
@@ -326,7 +330,7 @@ static int row_read(sqlite3_stmt *st, struct eval_record *r, int64_t *pos)
     memset(r, 0, sizeof *r);
     if (pos)
         *pos = col_i64(st, 0);
-    const char *id = (const char *)sqlite3_column_text(st, 1);
+    const char *id = (const char *)dl()->column_text(st, 1);
     snprintf(r->id, sizeof r->id, "%s", id ? id : "");
     r->status = col_status(st, 2);
     int rc = 0;
@@ -371,20 +375,20 @@ static int row_read(sqlite3_stmt *st, struct eval_record *r, int64_t *pos)
 static int sq_pragma(struct sq *q, const char *sql, const char *want, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(q->db, sql, -1, &st, NULL);
+    int rc = dl()->prepare_v2(q->db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK)
         return sq_fail(q, rc, sql, err, errlen);
-    rc = sqlite3_step(st);
+    rc = dl()->step(st);
     int ret = 0;
     if (rc == SQLITE_ROW && want) {
-        const char *got = (const char *)sqlite3_column_text(st, 0);
+        const char *got = (const char *)dl()->column_text(st, 0);
         if (!got || strcasecmp(got, want) != 0)
             ret = err_set(err, errlen, -EIO, "%s gave '%s', not '%s'", sql, got ? got : "",
                           want);
     } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         ret = sq_fail(q, rc, sql, err, errlen);
     }
-    sqlite3_finalize(st);
+    dl()->finalize(st);
     return ret;
 }
 
@@ -394,8 +398,8 @@ static void sq_close(store_t *s)
     if (!q)
         return;
     for (int i = 0; i < S_COUNT; i++)
-        sqlite3_finalize(q->st[i]);
-    sqlite3_close_v2(q->db);
+        dl()->finalize(q->st[i]);
+    dl()->close_v2(q->db);
     free(q);
     s->impl = NULL;
 }
@@ -412,11 +416,13 @@ static int sq_open(store_t *s, const char *path, const struct store_options *opt
             return err_sys(err, errlen, -errno, "cannot open database %s", path);
         close(fd);
     }
+    if (!sqlite_dl(err, errlen))
+        return -ENOENT;
     struct sq *q = calloc(1, sizeof *q);
     if (!q)
         return err_set(err, errlen, -ENOMEM, "out of memory");
     s->impl = q;
-    int rc = sqlite3_open_v2(path, &q->db,
+    int rc = dl()->open_v2(path, &q->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                                  SQLITE_OPEN_EXRESCODE,
                              NULL);
@@ -424,7 +430,7 @@ static int sq_open(store_t *s, const char *path, const struct store_options *opt
         rc = sq_fail(q, rc, "open", err, errlen);
         goto fail;
     }
-    sqlite3_busy_timeout(q->db, opt->busy_timeout_ms);
+    dl()->busy_timeout(q->db, opt->busy_timeout_ms);
     rc = sq_pragma(q, "PRAGMA journal_mode=WAL", memory ? "memory" : "wal", err, errlen);
     if (rc < 0)
         goto fail;
@@ -450,11 +456,11 @@ static int sq_check(store_t *s, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     sqlite3_stmt *st;
-    rc = sqlite3_prepare_v2(SQ(s)->db, "PRAGMA foreign_key_check", -1, &st, NULL);
+    rc = dl()->prepare_v2(SQ(s)->db, "PRAGMA foreign_key_check", -1, &st, NULL);
     if (rc != SQLITE_OK)
         return sq_fail(SQ(s), rc, "foreign_key_check", err, errlen);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    rc = dl()->step(st);
+    dl()->finalize(st);
     if (rc == SQLITE_ROW)
         return err_set(err, errlen, -EIO, "foreign_key_check found orphan events");
     return rc == SQLITE_DONE ? 0 : sq_fail(SQ(s), rc, "foreign_key_check", err, errlen);
@@ -466,33 +472,33 @@ static int sq_migrations_applied(store_t *s, int *versions, int64_t *applied_ns,
     struct sq *q = SQ(s);
     *n = 0;
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(q->db,
+    int rc = dl()->prepare_v2(q->db,
                                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                                 "name = 'schema_migrations'",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
         return sq_fail(q, rc, "schema_migrations", err, errlen);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    rc = dl()->step(st);
+    dl()->finalize(st);
     if (rc == SQLITE_DONE)
         return 0; /* a new database */
     if (rc != SQLITE_ROW)
         return sq_fail(q, rc, "schema_migrations", err, errlen);
-    rc = sqlite3_prepare_v2(q->db,
+    rc = dl()->prepare_v2(q->db,
                             "SELECT version, applied_ns FROM schema_migrations ORDER BY version",
                             -1, &st, NULL);
     if (rc != SQLITE_OK)
         return sq_fail(q, rc, "schema_migrations", err, errlen);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = dl()->step(st)) == SQLITE_ROW) {
         if (*n >= cap) {
-            sqlite3_finalize(st);
+            dl()->finalize(st);
             return err_set(err, errlen, -E2BIG, "more than %zu migrations recorded", cap);
         }
-        versions[*n] = sqlite3_column_int(st, 0);
-        applied_ns[*n] = sqlite3_column_int64(st, 1);
+        versions[*n] = dl()->column_int(st, 0);
+        applied_ns[*n] = dl()->column_int64(st, 1);
         (*n)++;
     }
-    sqlite3_finalize(st);
+    dl()->finalize(st);
     return rc == SQLITE_DONE ? 0 : sq_fail(q, rc, "schema_migrations", err, errlen);
 }
 
@@ -503,7 +509,7 @@ static int sq_migration_apply(store_t *s, const struct store_migration *m, char 
     struct sq *q = SQ(s);
     char *emsg = NULL;
     TRY(tx_begin(q, err, errlen));
-    int rc = sqlite3_exec(q->db,
+    int rc = dl()->exec(q->db,
                           "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
                           "  version    INTEGER PRIMARY KEY,\n"
                           "  name       TEXT    NOT NULL,\n"
@@ -513,35 +519,35 @@ static int sq_migration_apply(store_t *s, const struct store_migration *m, char 
     if (rc != SQLITE_OK)
         return tx_abort(q, sq_fail(q, rc, "create schema_migrations", err, errlen));
     sqlite3_stmt *st;
-    rc = sqlite3_prepare_v2(q->db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &st,
+    rc = dl()->prepare_v2(q->db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &st,
                             NULL);
     if (rc != SQLITE_OK)
         return tx_abort(q, sq_fail(q, rc, "schema_migrations", err, errlen));
-    sqlite3_bind_int(st, 1, m->version);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    dl()->bind_int(st, 1, m->version);
+    rc = dl()->step(st);
+    dl()->finalize(st);
     if (rc == SQLITE_ROW) {
         tx_abort(q, 0);
         return 1;
     }
-    rc = sqlite3_exec(q->db, m->sqlite_sql, NULL, NULL, &emsg);
+    rc = dl()->exec(q->db, m->sqlite_sql, NULL, NULL, &emsg);
     if (rc != SQLITE_OK) {
         int code = err_set(err, errlen, -EIO, "migration %d (%s) failed: %s", m->version, m->name,
-                           emsg ? emsg : sqlite3_errstr(rc));
-        sqlite3_free(emsg);
+                           emsg ? emsg : dl()->errstr(rc));
+        dl()->free(emsg);
         return tx_abort(q, code);
     }
-    rc = sqlite3_prepare_v2(q->db,
+    rc = dl()->prepare_v2(q->db,
                             "INSERT INTO schema_migrations (version, name, applied_ns) "
                             "VALUES (?1, ?2, ?3)",
                             -1, &st, NULL);
     if (rc != SQLITE_OK)
         return tx_abort(q, sq_fail(q, rc, "schema_migrations", err, errlen));
-    sqlite3_bind_int(st, 1, m->version);
-    sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (int64_t)time_now_ns());
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    dl()->bind_int(st, 1, m->version);
+    dl()->bind_text(st, 2, m->name, -1, SQLITE_STATIC);
+    dl()->bind_int64(st, 3, (int64_t)time_now_ns());
+    rc = dl()->step(st);
+    dl()->finalize(st);
     if (rc != SQLITE_DONE)
         return tx_abort(q, sq_fail(q, rc, "record migration", err, errlen));
     return tx_commit(q, err, errlen);
@@ -554,7 +560,7 @@ static int add_event(struct sq *q, const char *id, int64_t ts, char *err, size_t
     sqlite3_stmt *st;
     TRY(sq_prep(q, S_EVENT_ADD, &st, err, errlen));
     bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, ts);
+    dl()->bind_int64(st, 2, ts);
     return sq_exec(q, st, "add event", err, errlen);
 }
 
@@ -563,13 +569,13 @@ static int queue_position(struct sq *q, int priority, int64_t pos, int64_t *out,
 {
     sqlite3_stmt *st;
     TRY(sq_prep(q, S_QUEUE_POS, &st, err, errlen));
-    sqlite3_bind_int(st, 1, priority);
-    sqlite3_bind_int64(st, 2, pos);
+    dl()->bind_int(st, 1, priority);
+    dl()->bind_int64(st, 2, pos);
     int rc = sq_row(q, st, "queue position", err, errlen);
     if (rc < 0)
         return rc;
     *out = rc ? col_i64(st, 0) : 0;
-    sqlite3_reset(st);
+    dl()->reset(st);
     return 0;
 }
 
@@ -579,17 +585,17 @@ static int queue_position_of(struct sq *q, const char *id, int64_t *out, char *e
 {
     sqlite3_stmt *st;
     *out = 0;
-    int rc = sqlite3_prepare_v2(q->db,
+    int rc = dl()->prepare_v2(q->db,
                                 "SELECT priority, pos FROM evaluations WHERE id = ?1 AND "
                                 "status = 'queued'",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
         return sq_fail(q, rc, "queue position", err, errlen);
     bind_text(st, 1, id);
-    rc = sqlite3_step(st);
-    int prio = sqlite3_column_int(st, 0);
-    int64_t pos = sqlite3_column_int64(st, 1);
-    sqlite3_finalize(st);
+    rc = dl()->step(st);
+    int prio = dl()->column_int(st, 0);
+    int64_t pos = dl()->column_int64(st, 1);
+    dl()->finalize(st);
     if (rc == SQLITE_DONE)
         return 0;
     if (rc != SQLITE_ROW)
@@ -615,8 +621,8 @@ static int sq_insert(store_t *s, const struct eval_record *r, char id_out[STORE_
         if (rc < 0)
             return tx_abort(q, rc);
         if (rc == 1) {
-            snprintf(id_out, STORE_ID_LEN, "%s", (const char *)sqlite3_column_text(st, 0));
-            sqlite3_reset(st);
+            snprintf(id_out, STORE_ID_LEN, "%s", (const char *)dl()->column_text(st, 0));
+            dl()->reset(st);
             *existed = true;
             rc = queue_position_of(q, id_out, qpos, err, errlen);
             return tx_abort(q, rc); /* nothing written: roll back the empty transaction */
@@ -637,17 +643,17 @@ static int sq_insert(store_t *s, const struct eval_record *r, char id_out[STORE_
     bind_json(st, 7, r->limits_json);
     bind_json(st, 8, r->metadata_json);
     bind_text(st, 9, submitter);
-    sqlite3_bind_int(st, 10, r->priority);
+    dl()->bind_int(st, 10, r->priority);
     bind_text(st, 11, r->idempotency_key);
     bind_text(st, 12, r->callback_url);
     bind_text(st, 13, r->traceparent);
     bind_text(st, 14, r->tracestate);
-    sqlite3_bind_int64(st, 15, created);
-    sqlite3_bind_int64(st, 16, now);
-    sqlite3_bind_int(st, 17, r->max_attempts ? r->max_attempts : STORE_DEFAULT_MAX_ATTEMPTS);
+    dl()->bind_int64(st, 15, created);
+    dl()->bind_int64(st, 16, now);
+    dl()->bind_int(st, 17, r->max_attempts ? r->max_attempts : STORE_DEFAULT_MAX_ATTEMPTS);
     if ((rc = sq_exec(q, st, "insert evaluation", err, errlen)) < 0)
         return tx_abort(q, rc);
-    int64_t pos = sqlite3_last_insert_rowid(q->db);
+    int64_t pos = dl()->last_insert_rowid(q->db);
     if ((rc = add_event(q, id, now, err, errlen)) < 0 ||
         (rc = queue_position(q, r->priority, pos, qpos, err, errlen)) < 0)
         return tx_abort(q, rc);
@@ -669,7 +675,7 @@ static int sq_get(store_t *s, const char *id, struct eval_record *out, char *err
         return err_set(err, errlen, -ENOENT, "no evaluation %s", id);
     int64_t pos;
     rc = row_read(st, out, &pos);
-    sqlite3_reset(st);
+    dl()->reset(st);
     if (rc < 0)
         return err_set(err, errlen, rc, "out of memory reading %s", id);
     if (out->status == EVAL_QUEUED) {
@@ -691,8 +697,8 @@ static int sq_list(store_t *s, const struct store_list_query *lq, int64_t after_
                                       : (lq->submitter ? S_LIST_SUBMITTER : S_LIST_ALL);
     sqlite3_stmt *st;
     TRY(sq_prep(q, id, &st, err, errlen));
-    sqlite3_bind_int64(st, 1, after_key ? after_key : INT64_MAX);
-    sqlite3_bind_int(st, 2, lq->limit + 1); /* one more tells whether a next page exists */
+    dl()->bind_int64(st, 1, after_key ? after_key : INT64_MAX);
+    dl()->bind_int(st, 2, lq->limit + 1); /* one more tells whether a next page exists */
     if (lq->status >= 0)
         bind_text(st, 3, store_status_name((enum eval_status)lq->status));
     if (lq->submitter)
@@ -702,19 +708,19 @@ static int sq_list(store_t *s, const struct store_list_query *lq, int64_t after_
         return err_set(err, errlen, -ENOMEM, "out of memory");
     size_t k = 0;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = dl()->step(st)) == SQLITE_ROW) {
         if (k == (size_t)lq->limit) {
             *more = true;
             break;
         }
         if (row_read(st, &v[k], last_key) < 0) {
-            sqlite3_reset(st);
+            dl()->reset(st);
             store_records_free(v, k);
             return err_set(err, errlen, -ENOMEM, "out of memory");
         }
         k++;
     }
-    sqlite3_reset(st);
+    dl()->reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         store_records_free(v, k);
         return sq_fail(q, rc, "list evaluations", err, errlen);
@@ -745,26 +751,26 @@ static int sq_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct 
         return rc < 0 ? rc : err_set(err, errlen, -EAGAIN, "nothing queued");
     }
     int64_t pos = col_i64(st, 0);
-    sqlite3_reset(st);
+    dl()->reset(st);
     int64_t now = (int64_t)time_now_ns();
     if ((rc = sq_prep(q, S_CLAIM_SET, &st, err, errlen)) < 0)
         return tx_abort(q, rc);
-    sqlite3_bind_int64(st, 1, pos);
+    dl()->bind_int64(st, 1, pos);
     bind_text(st, 2, worker_id);
-    sqlite3_bind_int64(st, 3, now + lease_ms * 1000000);
-    sqlite3_bind_int64(st, 4, now);
+    dl()->bind_int64(st, 3, now + lease_ms * 1000000);
+    dl()->bind_int64(st, 4, now);
     if ((rc = sq_exec(q, st, "claim", err, errlen)) < 0)
         return tx_abort(q, rc);
-    if (sqlite3_changes(q->db) != 1) /* cannot happen under BEGIN IMMEDIATE */
+    if (dl()->changes(q->db) != 1) /* cannot happen under BEGIN IMMEDIATE */
         return tx_abort(q, err_set(err, errlen, -EIO, "claim: row changed under the write lock"));
     if ((rc = sq_prep(q, S_GET_BY_POS, &st, err, errlen)) < 0)
         return tx_abort(q, rc);
-    sqlite3_bind_int64(st, 1, pos);
+    dl()->bind_int64(st, 1, pos);
     rc = sq_row(q, st, "read claimed", err, errlen);
     if (rc <= 0)
         return tx_abort(q, rc < 0 ? rc : err_set(err, errlen, -EIO, "claimed row vanished"));
     rc = row_read(st, out, NULL);
-    sqlite3_reset(st);
+    dl()->reset(st);
     if (rc < 0)
         return tx_abort(q, err_set(err, errlen, rc, "out of memory"));
     if ((rc = add_event(q, out->id, now, err, errlen)) < 0 ||
@@ -786,14 +792,9 @@ static int why_not(struct sq *q, const char *id, int code, enum eval_status *sta
     int rc = sq_row(q, st, what, err, errlen);
     if (rc < 0)
         return rc;
-    if (rc == 0)
-        return err_set(err, errlen, -ENOENT, "no evaluation %s", id);
-    enum eval_status cur = col_status(st, 0);
-    sqlite3_reset(st);
-    if (status)
-        *status = cur;
-    return err_set(err, errlen, code, "%s: evaluation %s is %s", what, id,
-                   store_status_name(cur));
+    enum eval_status cur = rc ? col_status(st, 0) : EVAL_QUEUED;
+    dl()->reset(st);
+    return store__why_not(id, rc == 1, cur, code, status, what, err, errlen);
 }
 
 static int sq_heartbeat(store_t *s, const char *id, const char *worker_id, int attempt,
@@ -804,8 +805,8 @@ static int sq_heartbeat(store_t *s, const char *id, const char *worker_id, int a
     TRY(sq_prep(q, S_HEARTBEAT, &st, err, errlen));
     bind_text(st, 1, id);
     bind_text(st, 2, worker_id);
-    sqlite3_bind_int(st, 3, attempt);
-    sqlite3_bind_int64(st, 4, (int64_t)time_now_ns() + lease_ms * 1000000);
+    dl()->bind_int(st, 3, attempt);
+    dl()->bind_int64(st, 4, (int64_t)time_now_ns() + lease_ms * 1000000);
     int rc = sq_row(q, st, "heartbeat", err, errlen);
     if (rc < 0)
         return rc;
@@ -829,18 +830,15 @@ static int sq_finish(store_t *s, const char *id, const char *worker_id, int atte
     if (rc <= 0)
         return tx_abort(q, rc < 0 ? rc : err_set(err, errlen, -ENOENT, "no evaluation %s", id));
     enum eval_status cur = col_status(st, 0);
-    const char *w = (const char *)sqlite3_column_text(st, 1);
-    bool mine = w && !strcmp(w, worker_id) && sqlite3_column_int(st, 2) == attempt;
-    sqlite3_reset(st);
+    const char *w = (const char *)dl()->column_text(st, 1);
+    bool mine = w && !strcmp(w, worker_id) && dl()->column_int(st, 2) == attempt;
+    dl()->reset(st);
     if (mine && cur == o->status) {
         tx_abort(q, 0);
         return 0; /* finished before with this outcome: idempotent */
     }
     if (!mine || cur != EVAL_RUNNING)
-        return tx_abort(q, err_set(err, errlen, -ESTALE,
-                                   "finish: evaluation %s is %s and no longer leased by "
-                                   "worker %s attempt %d",
-                                   id, store_status_name(cur), worker_id, attempt));
+        return tx_abort(q, store__not_leased(id, cur, worker_id, attempt, err, errlen));
     int64_t now = (int64_t)time_now_ns();
     if ((rc = sq_prep(q, S_FINISH, &st, err, errlen)) < 0)
         return tx_abort(q, rc);
@@ -849,7 +847,7 @@ static int sq_finish(store_t *s, const char *id, const char *worker_id, int atte
     bind_json(st, 3, o->result_json);
     bind_text(st, 4, o->error_reason);
     bind_text(st, 5, o->error_message);
-    sqlite3_bind_int64(st, 6, now);
+    dl()->bind_int64(st, 6, now);
     if ((rc = sq_exec(q, st, "finish", err, errlen)) < 0 ||
         (rc = add_event(q, id, now, err, errlen)) < 0)
         return tx_abort(q, rc);
@@ -867,10 +865,10 @@ static int sq_cancel(store_t *s, const char *id, enum eval_status *now_status, c
     if ((rc = sq_prep(q, S_CANCEL_QUEUED, &st, err, errlen)) < 0)
         return tx_abort(q, rc);
     bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, now);
+    dl()->bind_int64(st, 2, now);
     if ((rc = sq_exec(q, st, "cancel", err, errlen)) < 0)
         return tx_abort(q, rc);
-    if (sqlite3_changes(q->db) == 1) {
+    if (dl()->changes(q->db) == 1) {
         *now_status = EVAL_CANCELLED;
         if ((rc = add_event(q, id, now, err, errlen)) < 0)
             return tx_abort(q, rc);
@@ -881,7 +879,7 @@ static int sq_cancel(store_t *s, const char *id, enum eval_status *now_status, c
     bind_text(st, 1, id);
     if ((rc = sq_exec(q, st, "cancel", err, errlen)) < 0)
         return tx_abort(q, rc);
-    if (sqlite3_changes(q->db) == 1) {
+    if (dl()->changes(q->db) == 1) {
         *now_status = EVAL_RUNNING;
         return tx_commit(q, err, errlen);
     }
@@ -909,27 +907,27 @@ static int sq_requeue(store_t *s, const char *worker_id, int64_t now_ns,
     if (worker_id)
         bind_text(st, 1, worker_id);
     else
-        sqlite3_bind_int64(st, 1, now_ns);
+        dl()->bind_int64(st, 1, now_ns);
     /* Collect first, then update: no writes under an open cursor. */
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = dl()->step(st)) == SQLITE_ROW) {
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             struct lost_row *nr = realloc(rows, ncap * sizeof *rows);
             if (!nr) {
-                sqlite3_reset(st);
+                dl()->reset(st);
                 free(rows);
                 return tx_abort(q, err_set(err, errlen, -ENOMEM, "out of memory"));
             }
             rows = nr;
             cap = ncap;
         }
-        snprintf(rows[n].id, STORE_ID_LEN, "%s", (const char *)sqlite3_column_text(st, 0));
-        rows[n].attempts = sqlite3_column_int(st, 1);
-        rows[n].max_attempts = sqlite3_column_int(st, 2);
-        rows[n].cancel = sqlite3_column_int(st, 3) != 0;
+        snprintf(rows[n].id, STORE_ID_LEN, "%s", (const char *)dl()->column_text(st, 0));
+        rows[n].attempts = dl()->column_int(st, 1);
+        rows[n].max_attempts = dl()->column_int(st, 2);
+        rows[n].cancel = dl()->column_int(st, 3) != 0;
         n++;
     }
-    sqlite3_reset(st);
+    dl()->reset(st);
     if (rc != SQLITE_DONE) {
         free(rows);
         return tx_abort(q, sq_fail(q, rc, "find lost leases", err, errlen));
@@ -943,7 +941,7 @@ static int sq_requeue(store_t *s, const char *worker_id, int64_t now_ns,
         if ((rc = sq_prep(q, sid, &st, err, errlen)) < 0)
             goto fail;
         bind_text(st, 1, r->id);
-        sqlite3_bind_int64(st, 2, now);
+        dl()->bind_int64(st, 2, now);
         char msg[160];
         if (sid == S_LOSE) {
             snprintf(msg, sizeof msg,
@@ -983,13 +981,13 @@ static int sq_queue_stats(store_t *s, struct store_queue_stats *qs, char *err, s
         return rc;
     qs->queued = col_i64(st, 0);
     qs->oldest_queued_ns = col_i64(st, 1); /* NULL when empty: 0 */
-    sqlite3_reset(st);
+    dl()->reset(st);
     TRY(sq_prep(q, S_COUNT_RUNNING, &st, err, errlen));
     rc = sq_row(q, st, "running count", err, errlen);
     if (rc < 0)
         return rc;
     qs->running = col_i64(st, 0);
-    sqlite3_reset(st);
+    dl()->reset(st);
     return 0;
 }
 
@@ -1004,7 +1002,7 @@ static int sq_submitter_queued(store_t *s, const char *submitter, int64_t *n, ch
     if (rc < 0)
         return rc;
     *n = col_i64(st, 0);
-    sqlite3_reset(st);
+    dl()->reset(st);
     return 0;
 }
 
@@ -1018,9 +1016,9 @@ static int sq_purge(store_t *s, int64_t before_ns, int64_t *deleted, char *err, 
      * long enough to stall submits and claims behind a big purge. */
     for (;;) {
         TRY(sq_prep(q, S_PURGE, &st, err, errlen));
-        sqlite3_bind_int64(st, 1, before_ns);
+        dl()->bind_int64(st, 1, before_ns);
         TRY(sq_exec(q, st, "purge", err, errlen));
-        int k = sqlite3_changes(q->db);
+        int k = dl()->changes(q->db);
         *deleted += k;
         if (k < 500)
             return 0;
@@ -1035,15 +1033,11 @@ static int sq_callback_record(store_t *s, const char *id, const char *delivery_j
     TRY(sq_prep(q, S_CALLBACK, &st, err, errlen));
     bind_text(st, 1, id);
     bind_text(st, 2, delivery_json);
-    sqlite3_bind_int(st, 3, STORE_CALLBACKS_MAX);
+    dl()->bind_int(st, 3, STORE_CALLBACKS_MAX);
     TRY(sq_exec(q, st, "record callback", err, errlen));
-    if (sqlite3_changes(q->db) == 1)
+    if (dl()->changes(q->db) == 1)
         return 0;
-    int rc = why_not(q, id, -E2BIG, NULL, "record callback", err, errlen);
-    if (rc == -E2BIG)
-        return err_set(err, errlen, -E2BIG, "evaluation %s already has %d callback deliveries",
-                       id, STORE_CALLBACKS_MAX);
-    return rc;
+    return why_not(q, id, -E2BIG, NULL, "record callback", err, errlen);
 }
 
 static int sq_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
@@ -1053,25 +1047,20 @@ static int sq_events(store_t *s, const char *id, int64_t after_seq, struct store
     sqlite3_stmt *st;
     TRY(sq_prep(q, S_EVENTS, &st, err, errlen));
     bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, after_seq);
-    sqlite3_bind_int64(st, 3, (int64_t)cap);
+    dl()->bind_int64(st, 2, after_seq);
+    dl()->bind_int64(st, 3, (int64_t)cap);
     int n = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = dl()->step(st)) == SQLITE_ROW) {
         ev[n].seq = col_i64(st, 0);
         ev[n].status = col_status(st, 1);
         ev[n].ts_ns = col_i64(st, 2);
         n++;
     }
-    sqlite3_reset(st);
+    dl()->reset(st);
     if (rc != SQLITE_DONE)
         return sq_fail(q, rc, "events", err, errlen);
-    if (n == 0) { /* nothing new, or no such evaluation? */
-        rc = why_not(q, id, -EAGAIN, NULL, "events", err, errlen);
-        if (rc != -EAGAIN)
-            return rc; /* -ENOENT or a database error */
-        if (err && errlen)
-            err[0] = '\0';
-    }
+    if (n == 0) /* nothing new (-EAGAIN), or no such evaluation? */
+        return why_not(q, id, -EAGAIN, NULL, "events", err, errlen);
     return n;
 }
 

@@ -71,6 +71,34 @@ PY
         [ -e "$c" ] && why="$why; cgroup $c left"
     done
     [ -e /tmp/daemon-started ] && why="$why; wrote /tmp/daemon-started on the host"
+    # "# tty: clean": run it again on a terminal (script(1) gives it a pty) and
+    # check that the readable summary lets no control sequence through raw
+    # (NO_COLOR: the console log lines then hold no escape codes of their own)
+    if [ -z "$why" ] && grep -q '^# tty: clean' "$f"; then
+        tid="adv-$name-tty-$$"
+        script -q -e -c "NO_COLOR=1 unshare -n -- '$cb' run --eval-id '$tid' --cgroup-parent '$cgp' '$f'" \
+            "$work/$name.tty" </dev/null >/dev/null 2>&1
+        trc=$?
+        [ "$trc" -ne 0 ] && why="on a terminal: exit status $trc"
+        why="$why$("$py" - "$work/$name.tty" <<'PY'
+import sys
+t = open(sys.argv[1], "rb").read()
+# script(1) adds a first and a last line of its own; the pty turns \n into \r\n
+body = t.split(b"\n", 1)[1].rsplit(b"\nScript done", 1)[0].replace(b"\r\n", b"\n")
+bad = []
+if b"after-the-escapes" not in body: bad.append("summary lacks the program's output")
+if b"\\x1b]0;pwned-title" not in body: bad.append("ESC not shown as \\x1b")
+for ch in sorted(set(body.decode("utf-8", "surrogateescape"))):
+    o = ord(ch)
+    if 0xdc80 <= o <= 0xdcff:
+        bad.append("byte 0x%02x (not UTF-8) reached the terminal" % (o - 0xdc00))
+    elif (o < 0x20 and ch not in "\n\t") or 0x7f <= o <= 0x9f or 0x202a <= o <= 0x202e or 0x2066 <= o <= 0x2069:
+        bad.append("raw U+%04X reached the terminal" % o)
+print(("; " if bad else "") + "; ".join(bad), end="")
+PY
+)"
+        why=${why#; }
+    fi
     if [ -z "$why" ]; then
         echo "PASS $name"; pass=$((pass + 1))
     else

@@ -184,5 +184,11 @@ fi
 "$cb" run --rootfs relative/dir "$t/ok.py" >"$t/u.out" 2>/dev/null; rc=$?
 [ $rc = 2 ] && [ ! -s "$t/u.out" ] && ok "--rootfs relative: usage error" || ko "rootfs relative" "rc=$rc"
 
+# Start-time guard (docs/architecture.md): the libraries only some commands
+# need are loaded with dlopen, so `clearbox run` never pays for them. A direct
+# call that links one back in fails here, not silently in a benchmark.
+heavy=$(ldd "$cb" 2>/dev/null | grep -oE 'lib(sqlite3|seccomp|crypto|curl|pq|microhttpd)\.so[^ ]*' | tr '\n' ' ')
+[ -z "$heavy" ] && ok "the binary links none of the dlopen'ed libraries" || ko "linked at start: $heavy" ""
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
