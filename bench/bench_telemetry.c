@@ -420,8 +420,7 @@ static void bench_spans(void)
     uint64_t exported = trace_exported_total() - exported0;
     bench_report("span_start_end", span, "two_clock_gettime", clocks, 300);
     bench_note("span_start_end median %.1f ns/op over the repetitions; %.1f ns/op when %d "
-               "spans end between drains (the exporter runs alongside; slots no longer fit "
-               "in cache)",
+               "spans end between drains (the exporter runs alongside on the other CPU)",
                span_r.median_ns, span_big, SPAN_CHUNK_BIG);
     if (dropped || exported != spans_ended)
         bench_note("WARNING span_start_end: %llu of %llu spans dropped, %llu exported; "

@@ -32,6 +32,20 @@
 /* Longer than the longest timeout a run may have (24 h). */
 #define GC_POPULATED_AGE_S (25 * 3600)
 
+/* freezer.state of a v1 freezer cgroup is FROZEN or FREEZING. */
+static bool v1_frozen(const char *dir)
+{
+    char path[CGROUP_PATH_MAX + 32], st[32] = "";
+    if (snprintf(path, sizeof path, "%s/freezer.state", dir) >= (int)sizeof path)
+        return false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, st, sizeof st - 1);
+    close(fd);
+    return n > 0 && (strncmp(st, "FROZEN", 6) == 0 || strncmp(st, "FREEZING", 8) == 0);
+}
+
 static bool young(const char *path, long age_s)
 {
     struct stat st;
@@ -101,6 +115,10 @@ static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
     size_t nr = 0;
     if (m.v2[0])
         roots[nr++] = m.v2;
+    /* The freezer hierarchy first: killing a run there empties its cgroups in
+     * the other hierarchies, which this same pass can then remove. */
+    if (m.v1[CG_FREEZER][0] && !(m.v2[0] && !strcmp(m.v2, m.v1[CG_FREEZER])))
+        roots[nr++] = m.v1[CG_FREEZER];
     for (int i = 0; i < CG_NCTL; i++) {
         bool dup = false;
         for (size_t j = 0; j < nr; j++)
@@ -144,8 +162,15 @@ static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
              * cgroup without a lock here is more likely a live run with
              * another state directory: leave it until it is older than
              * any run can be. */
+            /* ...except a frozen one: only a teardown freezes (holding its
+             * run's lock), so frozen without a live run means the owner died
+             * in the middle of freeze/kill/thaw, and its tasks stay frozen
+             * (PDEATHSIG cannot reach them) until someone thaws and kills. */
+            bool abandoned_frozen = cg.mode == CGROUP_V1 && slot == CG_FREEZER &&
+                                    v1_frozen(cg.dir[slot]);
             if (young(cg.dir[slot], GC_MIN_AGE_S) ||
-                (cgroup_populated(&cg) && young(cg.dir[slot], GC_POPULATED_AGE_S)))
+                (cgroup_populated(&cg) && !abandoned_frozen &&
+                 young(cg.dir[slot], GC_POPULATED_AGE_S)))
                 continue;
             cgroup_kill(&cg, 2000, NULL, 0);
             char path[CGROUP_PATH_MAX];

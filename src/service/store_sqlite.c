@@ -93,8 +93,13 @@ static const char *const stmt_sql[S_COUNT] = {
                  "?14, ?15, ?16, ?17, 1)",
     [S_EVENT_ADD] = "INSERT INTO evaluation_events (eval_id, seq, status, ts_ns) "
                     "SELECT id, event_seq, status, ?2 FROM evaluations WHERE id = ?1",
-    [S_QUEUE_POS] = "SELECT count(*) FROM evaluations WHERE status = 'queued' AND "
-                    "(priority > ?1 OR (priority = ?1 AND pos <= ?2))",
+    /* Two counts over the queue index (INDEXED BY: the planner otherwise
+     * picks the status index and scans every queued row: 2.5 ms at 8,000
+     * queued against 0.4-0.7 ms). */
+    [S_QUEUE_POS] = "SELECT (SELECT count(*) FROM evaluations INDEXED BY evaluations_queue "
+                    "WHERE status = 'queued' AND priority > ?1) + (SELECT count(*) FROM "
+                    "evaluations INDEXED BY evaluations_queue WHERE status = 'queued' AND "
+                    "priority = ?1 AND pos <= ?2)",
     [S_GET] = "SELECT " COLS_FULL " FROM evaluations WHERE id = ?1",
     [S_EXISTS] = "SELECT status FROM evaluations WHERE id = ?1",
     [S_LIST_ALL] = "SELECT " COLS_LIST " FROM evaluations WHERE pos < ?1 "

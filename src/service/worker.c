@@ -1258,7 +1258,7 @@ void worker_pool_notify(worker_pool_t *pool)
         return;
     pthread_mutex_lock(&pool->mu);
     pool->notify_seq++;
-    pthread_cond_signal(&pool->work_cv);
+    pthread_cond_broadcast(&pool->work_cv); /* a batch queues many: wake every idle worker */
     pthread_mutex_unlock(&pool->mu);
 }
 

@@ -24,15 +24,20 @@
  * need not check. Strings passed in are copied (cut at the bounds below).
  *
  * Threads: a span is used by one thread at a time (hand it over, don't share).
- * Start and end are safe from any thread and do not block: end puts the span
- * on a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE); when the queue is full the span
- * is dropped and counted in trace_dropped_total(). The current span is per
- * thread (telemetry__current in context.h) and nests: make_current saves the
- * previous value, restore puts it back (strict LIFO per thread; a span made
- * current must be restored before it ends). trace_init/trace_shutdown run once
- * from main, not concurrently with other calls to themselves. A child made by
- * fork() must not use tracing before exec (locks may be held by the parent's
- * export thread).
+ * Start and end are safe from any thread and do not block: end copies the span
+ * into the calling thread's record ring and puts it on a bounded queue
+ * (OTEL_BSP_MAX_QUEUE_SIZE); when the queue is full the span is dropped and
+ * counted in trace_dropped_total(). The ring holds (queue + batch size) x 384
+ * bytes, rounded up to a power of two (1 MiB by default; it stays allocated
+ * while the thread lives, then passes to the next thread): a span that finds
+ * it full (very large spans, or an exporter far behind) is dropped and
+ * counted the same way. The current span is per thread (telemetry__current
+ * in context.h) and nests: make_current saves the previous value, restore
+ * puts it back (strict LIFO per thread; a span made current must be restored
+ * before it ends). trace_init/trace_shutdown run once from main, not
+ * concurrently with other calls to themselves. A child made by fork() must
+ * not use tracing before exec (locks may be held by the parent's export
+ * thread).
  *
  * A failed export is counted (trace_export_failed_total) and logged as a
  * "trace.export_failed" warning, at most once per 30 s.
@@ -124,7 +129,8 @@ int trace_flush(uint64_t timeout_ms);
  * exporters. Spans ended afterwards are not exported. Safe to call twice. */
 void trace_shutdown(void);
 
-/* Spans dropped because the queue was full (or no span slot could be had). */
+/* Spans dropped because the queue or the thread's record ring was full (or
+ * no memory could be had for the span). */
 uint64_t trace_dropped_total(void);
 /* Spans handed to an exporter successfully / that failed to export. */
 uint64_t trace_exported_total(void);
@@ -250,7 +256,8 @@ bool trace_context_is_valid(const struct trace_context *ctx);
 
 /* ---- for exporters (otlp.c) and tests ----------------------------------- */
 
-/* A read-only view of an ended span, valid during an export call. Strings
+/* A read-only view of a span, valid during an export call (exporters see a
+ * copy taken at end) or, from trace_span_data(), until the span ends. Strings
  * point into the span's storage and are NUL-terminated. */
 struct trace_attr_data {
     const char *key;

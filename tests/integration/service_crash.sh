@@ -92,9 +92,18 @@ start_service() {
 # wait_busy MIN_RUNNING MIN_TERMINAL SECONDS: poll the list until at least
 # MIN_RUNNING evaluations run and MIN_TERMINAL have ended.
 wait_busy() {
-    $PY - "$base" "$1" "$2" "$3" <<'PY'
-import json, sys, time, urllib.request
+    $PY - "$base" "$1" "$2" "$3" "$tmp" <<'PY'
+import glob, json, sys, time, urllib.request
 base, want_run, want_done, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+# the 2 s programs (kind 4): one of them running makes sure the kill that
+# follows hits a run in flight (short ones may end between this check and it)
+def long_ids():
+    ids = set()
+    for f in glob.glob(sys.argv[5] + "/ids.*"):
+        for line in open(f):
+            p = line.split()
+            if len(p) == 3 and p[2] == "4": ids.add(p[0])
+    return ids
 end = time.time() + limit
 while time.time() < end:
     try:
@@ -102,7 +111,9 @@ while time.time() < end:
             items = json.load(r)["items"]
         run = sum(1 for i in items if i["status"] == "running")
         done = sum(1 for i in items if i["status"] not in ("queued", "running"))
-        if run >= want_run and done >= want_done:
+        longs = long_ids()
+        long_run = any(i["status"] == "running" and i["id"] in longs for i in items)
+        if run >= want_run and done >= want_done and long_run:
             print("running=%d terminal=%d" % (run, done)); sys.exit(0)
     except Exception:
         pass
@@ -125,7 +136,7 @@ submitter() {
         1) body="{\"language\":\"python\",\"code\":\"print('$tag')\"}" ;;
         2) body="{\"language\":\"sh\",\"code\":\"echo $tag\"}" ;;
         3) body="{\"language\":\"python\",\"code\":\"import ctypes\\nlibc = ctypes.CDLL(None, use_errno=True)\\nr = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)\\nprint('$tag' if r != 0 else 'MOUNTED')\"}" ;;
-        4) body="{\"language\":\"python\",\"code\":\"import time\\ntime.sleep(1)\\nprint('$tag')\"}" ;;
+        4) body="{\"language\":\"python\",\"code\":\"import time\\ntime.sleep(2)\\nprint('$tag')\"}" ;;
         esac
         while :; do
             code=$(curl -s -o "$tmp/resp.$s" -w '%{http_code}' --max-time 10 \

@@ -603,6 +603,60 @@ TEST(gc_removes_stale_keeps_live)
     buf_free(&b);
 }
 
+/* A run whose owner died in the middle of teardown's freeze/kill/thaw leaves
+ * its tasks frozen (PDEATHSIG cannot reach them), populated in every v1
+ * hierarchy. gc must thaw and kill them and remove every cgroup of the run in
+ * one pass, though populated cgroups are otherwise left alone for a day. */
+TEST(gc_kills_abandoned_frozen_run)
+{
+    if (!need_root())
+        return;
+    struct stat st;
+    if (stat("/sys/fs/cgroup/freezer", &st) < 0 || stat("/sys/fs/cgroup/pids", &st) < 0) {
+        test_skip("no v1 freezer and pids hierarchies (v2 hosts use cgroup.kill)");
+        return;
+    }
+    char sd[512];
+    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    mkdir(sd, 0711);
+    static const char *dirs[] = {"/sys/fs/cgroup/freezer/clearbox/frozen1",
+                                 "/sys/fs/cgroup/pids/clearbox/frozen1"};
+    mkdir("/sys/fs/cgroup/freezer/clearbox", 0755);
+    mkdir("/sys/fs/cgroup/pids/clearbox", 0755);
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        for (;;)
+            pause();
+    }
+    char pidtxt[32];
+    snprintf(pidtxt, sizeof pidtxt, "%d", (int)sleeper);
+    struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(mkdir(dirs[i], 0755), 0);
+        ASSERT_EQ(cgroup_write_file(dirs[i], "cgroup.procs", pidtxt), 0);
+        ASSERT_EQ(utimensat(AT_FDCWD, dirs[i], old, 0), 0);
+    }
+    ASSERT_EQ(cgroup_write_file(dirs[0], "freezer.state", "FROZEN"), 0);
+    struct buf b;
+    buf_init(&b, NULL, 0, 1 << 16);
+    char err[256];
+    int n = sandbox_gc(sd, NULL, &b, err, sizeof err);
+    int wst = 0;
+    pid_t w = waitpid(sleeper, &wst, WNOHANG);
+    bool gone0 = stat(dirs[0], &st) < 0, gone1 = stat(dirs[1], &st) < 0;
+    if (w == 0) { /* cleanup before asserting: the test failed */
+        cgroup_write_file(dirs[0], "freezer.state", "THAWED");
+        kill(sleeper, SIGKILL);
+        waitpid(sleeper, NULL, 0);
+    }
+    rmdir(dirs[0]);
+    rmdir(dirs[1]);
+    ASSERT_MSG(w == sleeper && WIFSIGNALED(wst), "the frozen task was not killed (gc: %s)",
+               b.data ? b.data : "");
+    ASSERT_MSG(gone0 && gone1 && n >= 2, "gc removed %d: %s", n, b.data ? b.data : "");
+    buf_free(&b);
+}
+
 TEST(status_names_round_trip)
 {
     for (int i = SANDBOX_COMPLETED; i <= SANDBOX_ERROR; i++) {

@@ -665,3 +665,207 @@ TEST(bsp_env_defaults_and_clamping)
     trace_shutdown();
     rx_stop(rx);
 }
+
+/* ---- what reaches the exporter is a copy taken at end ---------------------------- */
+
+/* Every span in the trace file, in order (a new reference). */
+static json_t *file_spans(const char *path)
+{
+    json_t *all = json_array();
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return all;
+    static char line[1 << 20];
+    while (fgets(line, sizeof line, f)) {
+        json_t *doc = json_loads(line, 0, NULL);
+        json_t *ss = json_array_get(
+            json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0), "scopeSpans"),
+            0);
+        json_array_extend(all, json_object_get(ss, "spans"));
+        json_decref(doc);
+    }
+    fclose(f);
+    return all;
+}
+
+static json_t *span_named(json_t *spans, const char *name)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(spans, i, s)
+    {
+        if (strcmp(json_string_value(json_object_get(s, "name")) ?: "", name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* The value object of attribute key in an OTLP attributes array, or NULL. */
+static json_t *attr_value(json_t *attrs, const char *key)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(attrs, i, a)
+    {
+        if (strcmp(json_string_value(json_object_get(a, "key")) ?: "", key) == 0)
+            return json_object_get(a, "value");
+    }
+    return NULL;
+}
+
+static const char *attr_str(json_t *attrs, const char *key)
+{
+    return json_string_value(json_object_get(attr_value(attrs, key), "stringValue"));
+}
+
+TEST(export_sees_the_span_as_ended_not_its_reused_memory)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/t.jsonl", test_tmpdir());
+    setenv("OTEL_BSP_SCHEDULE_DELAY", "600000", 1); /* nothing leaves before the flush */
+    struct trace_options o = {.file_path = path};
+    char err[256];
+    ASSERT_EQ(trace_init(&o, err, sizeof err), 0);
+
+    struct trace_context parent;
+    ASSERT_EQ(trace_context_from_headers("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                                         "vendor=abc,other=1", &parent),
+              0);
+    trace_span_t *a = trace_span_start("first", TRACE_KIND_SERVER, &parent);
+    trace_span_set_str(a, "lang", "python");
+    trace_span_set_int(a, "size", 1234);
+    trace_span_set_double(a, "ratio", 0.5);
+    trace_span_set_bool(a, "ok", true);
+    trace_span_set_str(a, "lang", "c"); /* overwritten in place */
+    struct trace_attr ev[] = {TRACE_STR("signal", "SIGKILL"), TRACE_INT("code", 137)};
+    trace_span_add_event(a, "killed", 0, ev, 2);
+    trace_span_add_event(a, "reaped", 0, NULL, 0);
+    trace_span_set_status(a, TRACE_STATUS_ERROR, "out of memory");
+    trace_span_end(a);
+    /* The next spans reuse the same memory with other strings; the first
+     * span's record must not change. */
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "later-%d", i);
+        trace_span_t *b = trace_span_start(name, TRACE_KIND_INTERNAL, NULL);
+        trace_span_set_str(b, "lang", "rust-rust-rust-rust");
+        trace_span_set_str(b, "size", "not a number");
+        struct trace_attr ev2[] = {TRACE_STR("signal", "SIGTERM")};
+        trace_span_add_event(b, "term", 0, ev2, 1);
+        trace_span_end(b);
+    }
+    ASSERT_EQ(trace_flush(5000), 0);
+    trace_shutdown();
+
+    json_t *spans = file_spans(path);
+    ASSERT_EQ(json_array_size(spans), 4);
+    json_t *s = span_named(spans, "first");
+    ASSERT(s);
+    ASSERT_STREQ(json_string_value(json_object_get(s, "traceState")), "vendor=abc,other=1");
+    ASSERT_STREQ(json_string_value(json_object_get(s, "traceId")),
+                 "0af7651916cd43dd8448eb211c80319c");
+    ASSERT_STREQ(json_string_value(json_object_get(s, "parentSpanId")), "b7ad6b7169203331");
+    json_t *attrs = json_object_get(s, "attributes");
+    ASSERT_EQ(json_array_size(attrs), 4);
+    ASSERT_STREQ(attr_str(attrs, "lang"), "c");
+    ASSERT_STREQ(json_string_value(json_object_get(attr_value(attrs, "size"), "intValue")), "1234");
+    ASSERT(json_real_value(json_object_get(attr_value(attrs, "ratio"), "doubleValue")) == 0.5);
+    ASSERT(json_is_true(json_object_get(attr_value(attrs, "ok"), "boolValue")));
+    json_t *events = json_object_get(s, "events");
+    ASSERT_EQ(json_array_size(events), 2);
+    json_t *e0 = json_array_get(events, 0);
+    ASSERT_STREQ(json_string_value(json_object_get(e0, "name")), "killed");
+    ASSERT_STREQ(attr_str(json_object_get(e0, "attributes"), "signal"), "SIGKILL");
+    ASSERT_STREQ(json_string_value(json_object_get(json_array_get(events, 1), "name")), "reaped");
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(s, "status"), "message")),
+                 "out of memory");
+    json_t *l2 = span_named(spans, "later-2");
+    ASSERT(l2);
+    ASSERT_STREQ(attr_str(json_object_get(l2, "attributes"), "size"), "not a number");
+    ASSERT_STREQ(
+        attr_str(json_object_get(json_array_get(json_object_get(l2, "events"), 0), "attributes"),
+                 "signal"),
+        "SIGTERM");
+    json_decref(spans);
+}
+
+/* Spans near the size bounds fill a thread's record ring long before the
+ * queue: the rest are dropped and counted, the caller never waits, and once
+ * the export thread gives the space back (the ring wraps) spans go out again. */
+TEST(record_ring_full_drops_counts_and_recovers)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/t.jsonl", test_tmpdir());
+    setenv("OTEL_BSP_MAX_QUEUE_SIZE", "64", 1); /* ring: the 64 KiB minimum */
+    setenv("OTEL_BSP_SCHEDULE_DELAY", "600000", 1);
+    struct trace_options o = {.file_path = path};
+    char err[256];
+    ASSERT_EQ(trace_init(&o, err, sizeof err), 0);
+    static char big[TRACE_VALUE_MAX + 1];
+    memset(big, 'v', TRACE_VALUE_MAX);
+    uint64_t total = 0;
+    for (int round = 0; round < 4; round++) {
+        uint64_t d0 = trace_dropped_total(), e0 = trace_exported_total();
+        uint64_t t0 = time_mono_ns();
+        for (int i = 0; i < 40; i++) {
+            trace_span_t *sp = trace_span_start("big", TRACE_KIND_INTERNAL, NULL);
+            for (int k = 0; k < 5; k++) { /* ~5 KiB of strings */
+                char key[16];
+                snprintf(key, sizeof key, "k%d", k);
+                trace_span_set_str(sp, key, big);
+            }
+            trace_span_end(sp);
+        }
+        ASSERT_MSG(time_mono_ns() - t0 < 2000000000ULL, "ending spans waited");
+        total += 40;
+        ASSERT_EQ(trace_flush(5000), 0);
+        uint64_t dropped = trace_dropped_total() - d0, exported = trace_exported_total() - e0;
+        ASSERT_EQ(dropped + exported, 40);
+        ASSERT_MSG(dropped > 0 && exported >= 8,
+                   "round %d: %" PRIu64 " dropped, %" PRIu64 " exported", round, dropped, exported);
+    }
+    trace_shutdown();
+    ASSERT_EQ(trace_dropped_total() + trace_exported_total(), total);
+    ASSERT_EQ((uint64_t)count_file_spans(path), trace_exported_total());
+}
+
+/* A thread that exits with records still queued hands its ring on: the
+ * records are exported, and the next thread writes after them. */
+static void *end_three(void *arg)
+{
+    for (int i = 0; i < 3; i++) {
+        trace_span_t *sp = trace_span_start((const char *)arg, TRACE_KIND_INTERNAL, NULL);
+        trace_span_set_str(sp, "who", (const char *)arg);
+        trace_span_end(sp);
+    }
+    return NULL;
+}
+
+TEST(records_of_exited_threads_are_exported)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/t.jsonl", test_tmpdir());
+    setenv("OTEL_BSP_SCHEDULE_DELAY", "600000", 1);
+    struct trace_options o = {.file_path = path};
+    char err[256];
+    ASSERT_EQ(trace_init(&o, err, sizeof err), 0);
+    static const char *names[] = {"t0", "t1", "t2", "t3", "t4", "t5"};
+    for (int i = 0; i < 6; i++) { /* one after another: each takes over the last ring */
+        pthread_t th;
+        ASSERT_EQ(pthread_create(&th, NULL, end_three, (void *)names[i]), 0);
+        pthread_join(th, NULL);
+    }
+    ASSERT_EQ(trace_flush(5000), 0);
+    trace_shutdown();
+    ASSERT_EQ(trace_exported_total(), 18);
+    ASSERT_EQ(trace_dropped_total(), 0);
+    json_t *spans = file_spans(path);
+    ASSERT_EQ(json_array_size(spans), 18);
+    for (size_t i = 0; i < 18; i++) {
+        json_t *s = json_array_get(spans, i);
+        const char *name = json_string_value(json_object_get(s, "name"));
+        ASSERT_STREQ(name, names[i / 3]);
+        ASSERT_STREQ(attr_str(json_object_get(s, "attributes"), "who"), names[i / 3]);
+    }
+    json_decref(spans);
+}
