@@ -89,7 +89,7 @@ bench-service: $(BUILD)/clearbox
 # make fuzz builds it; FUZZ_SECONDS bounds `make fuzz-run` (CI runs 60 s).
 FUZZ_SECONDS ?= 60
 FUZZ_VALIDATE_SRC := fuzz/fuzz_validate.c src/service/validate.c src/service/config.c \
-    $(wildcard src/service/store*.c src/service/pq_dl.c) src/service/migrations.c \
+    $(wildcard src/service/store*.c src/service/*_dl.c) src/service/migrations.c \
     $(wildcard src/util/*.c)
 fuzz: $(BUILD)/fuzz/fuzz_validate
 $(BUILD)/fuzz/fuzz_validate: $(FUZZ_VALIDATE_SRC)
