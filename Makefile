@@ -112,4 +112,5 @@ lint:
 clean:
 	rm -rf build build-san
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_SUP_OBJ:.o=.d) $(BENCH_SUP_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_SUP_OBJ:.o=.d) $(BENCH_SUP_OBJ:.o=.d) \
+    $(TEST_BIN:=.d) $(BENCH_BIN:=.d)

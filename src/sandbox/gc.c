@@ -68,6 +68,17 @@ static bool run_alive(const char *sd, const char *id)
     return alive;
 }
 
+/* The run has a state directory here whose lock nobody holds: its owner
+ * died. (A run with no entry here may belong to another state directory.) */
+static bool run_owner_dead(const char *sd, const char *id)
+{
+    char p[PATH_MAX];
+    struct stat st;
+    if (snprintf(p, sizeof p, "%s/%s", sd, id) >= (int)sizeof p)
+        return false;
+    return lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && !run_alive(sd, id);
+}
+
 static int gc_state(const char *sd, struct buf *report)
 {
     DIR *d = opendir(sd);
@@ -168,8 +179,12 @@ static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
              * (PDEATHSIG cannot reach them) until someone thaws and kills. */
             bool abandoned_frozen = cg.mode == CGROUP_V1 && slot == CG_FREEZER &&
                                     v1_frozen(cg.dir[slot]);
+            /* ...and a run whose state directory here has lost its owner:
+             * its leftover tasks (say, a child between clone and its
+             * PDEATHSIG) are ours to kill. */
+            bool owner_dead = run_owner_dead(sd, de->d_name);
             if (young(cg.dir[slot], GC_MIN_AGE_S) ||
-                (cgroup_populated(&cg) && !abandoned_frozen &&
+                (cgroup_populated(&cg) && !abandoned_frozen && !owner_dead &&
                  young(cg.dir[slot], GC_POPULATED_AGE_S)))
                 continue;
             cgroup_kill(&cg, 2000, NULL, 0);
@@ -190,9 +205,11 @@ int sandbox_gc(const char *state_dir, const char *cgroup_parent, struct buf *rep
 {
     const char *sd = state_dir ? state_dir : SANDBOX_STATE_DIR_DEFAULT;
     const char *parent = cgroup_parent ? cgroup_parent : SANDBOX_CGROUP_PARENT_DEFAULT;
+    /* cgroups first: whether a populated cgroup's owner died is read from
+     * its state directory, which gc_state then removes */
+    int b = gc_cgroups(sd, parent, report);
     int a = gc_state(sd, report);
     if (a < 0)
         return err_sys(err, errlen, a, "scan %s", sd);
-    int b = gc_cgroups(sd, parent, report);
     return a + b;
 }

@@ -129,14 +129,25 @@ static void respond_buf(struct http_response *resp, int status, struct buf *b)
     http_respond(resp, status, NULL, b->data, b->len);
 }
 
+/* Store failures: the client gets the kind and what to do; the details (a
+ * libpq message names the database user, host or socket path) go to the
+ * operator's log only. */
 static void store_error(struct http_response *resp, int rc, const char *err)
 {
-    if (rc == -ENOENT)
+    if (rc == -ENOENT) {
         http_respond_error(resp, 404, "not_found", "no such evaluation", NULL);
-    else if (rc == -EBUSY)
-        http_respond_error(resp, 503, "database_busy", err, NULL);
+        return;
+    }
+    log_warning(log_get("http"), "http.store_error", LOG_INT("errno", -rc),
+                LOG_STR("message", err));
+    if (rc == -EBUSY)
+        http_respond_error(resp, 503, "database_busy", "the database is busy; retry shortly",
+                           NULL);
     else
-        http_respond_error(resp, 503, "database_error", err, NULL);
+        http_respond_error(resp, 503, "database_error",
+                           "the database is unavailable; retry later (details are in the "
+                           "service's log)",
+                           NULL);
 }
 
 static void kv_time(struct json *w, const char *k, int64_t ns)

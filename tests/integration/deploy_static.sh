@@ -150,7 +150,7 @@ srcs=$(sed -n 's/^COPY[[:space:]]\{1,\}\([^-].*\)[[:space:]]\{1,\}[^[:space:]]\{
     | tr ' ' '\n' | grep -v '^deploy/' | sort -u)
 for s in $srcs; do cp -r "$here/$s" "$t/ctx/" 2>/dev/null; done
 want=$(cd "$here" && ls src/*/*.c | wc -l)
-if [ -n "$srcs" ] && make -n -C "$t/ctx" build/clearbox >"$t/make.out" 2>&1 \
+if [ -n "$srcs" ] && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -n -C "$t/ctx" SAN= build/clearbox >"$t/make.out" 2>&1 \
     && [ "$(grep -c -- ' -c src/.*\.c ' "$t/make.out")" = "$want" ]; then
     ok "make finds every source of build/clearbox in the Dockerfile's COPY set ($(echo $srcs))"
 else

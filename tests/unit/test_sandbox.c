@@ -657,6 +657,59 @@ TEST(gc_kills_abandoned_frozen_run)
     buf_free(&b);
 }
 
+/* A populated cgroup whose run still has its state directory here, unlocked:
+ * the owner died (a task between clone and its PDEATHSIG can outlive it), so
+ * gc kills the tasks and removes the cgroup at once. */
+TEST(gc_kills_populated_run_whose_owner_died)
+{
+    if (!need_root())
+        return;
+    struct stat st;
+    if (stat("/sys/fs/cgroup/pids", &st) < 0) {
+        test_skip("no v1 pids hierarchy");
+        return;
+    }
+    char sd[512], p[600];
+    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    mkdir(sd, 0711);
+    snprintf(p, sizeof p, "%s/dead1", sd);
+    ASSERT_EQ(mkdir(p, 0711), 0);
+    snprintf(p, sizeof p, "%s/dead1/lock", sd);
+    int lfd = open(p, O_RDWR | O_CREAT, 0600); /* exists, nobody holds it */
+    ASSERT(lfd >= 0);
+    close(lfd);
+    const char *dir = "/sys/fs/cgroup/pids/clearbox/dead1";
+    mkdir("/sys/fs/cgroup/pids/clearbox", 0755);
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        for (;;)
+            pause();
+    }
+    char pidtxt[32];
+    snprintf(pidtxt, sizeof pidtxt, "%d", (int)sleeper);
+    ASSERT_EQ(mkdir(dir, 0755), 0);
+    ASSERT_EQ(cgroup_write_file(dir, "cgroup.procs", pidtxt), 0);
+    struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, dir, old, 0), 0);
+    snprintf(p, sizeof p, "%s/dead1", sd);
+    ASSERT_EQ(utimensat(AT_FDCWD, p, old, 0), 0);
+    struct buf b;
+    buf_init(&b, NULL, 0, 1 << 16);
+    char err[256];
+    sandbox_gc(sd, NULL, &b, err, sizeof err);
+    int wst = 0;
+    pid_t w = waitpid(sleeper, &wst, WNOHANG);
+    bool gone = stat(dir, &st) < 0;
+    if (w == 0) {
+        kill(sleeper, SIGKILL);
+        waitpid(sleeper, NULL, 0);
+    }
+    rmdir(dir);
+    ASSERT_MSG(w == sleeper && gone, "owner-less populated run not removed (gc: %s)",
+               b.data ? b.data : "");
+    buf_free(&b);
+}
+
 TEST(status_names_round_trip)
 {
     for (int i = SANDBOX_COMPLETED; i <= SANDBOX_ERROR; i++) {
