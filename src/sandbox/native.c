@@ -761,7 +761,7 @@ static void close_fd(int *fd)
  * $XDG_RUNTIME_DIR/clearbox (when that is a directory of theirs), else
  * /tmp/clearbox-<uid>. Either way it must turn out to be a directory owned
  * by us (state_prepare checks with lstat), so a planted one is refused. */
-static void state_dir_default(char *out, size_t n)
+void sandbox_state_dir_default(char *out, size_t n)
 {
     if (geteuid() == 0) {
         snprintf(out, n, "%s", SANDBOX_STATE_DIR_DEFAULT);
@@ -832,7 +832,7 @@ static int state_paths(struct nrun *n, char *err, size_t errlen)
     char sdbuf[PATH_MAX / 4];
     const char *sd = spec->state_dir;
     if (!sd) {
-        state_dir_default(sdbuf, sizeof sdbuf);
+        sandbox_state_dir_default(sdbuf, sizeof sdbuf);
         sd = sdbuf;
     }
     if (snprintf(n->sd, sizeof n->sd, "%s", sd) >= (int)sizeof n->sd ||

@@ -159,6 +159,12 @@ struct sandbox_control {
     atomic_int killed;
 };
 
+/* The state directory a run uses when spec->state_dir is NULL: /run/clearbox
+ * for root; otherwise $XDG_RUNTIME_DIR/clearbox when that is the caller's own
+ * directory, else /tmp/clearbox-<uid>. Callers that keep their own files
+ * beside the runs' (the service's node locks) use the same rule. */
+void sandbox_state_dir_default(char *out, size_t n);
+
 void sandbox_control_init(struct sandbox_control *c);
 void sandbox_control_kill(struct sandbox_control *c);
 bool sandbox_control_killed(struct sandbox_control *c);

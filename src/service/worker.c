@@ -43,7 +43,6 @@
 #include "util/err.h"
 #include "util/timeutil.h"
 
-#define STATE_DIR_DEFAULT "/run/clearbox"
 #define PURGE_EVERY_NS (10ll * 1000000000ll)
 #define GC_EVERY_NS (60ll * 1000000000ll)
 
@@ -121,23 +120,6 @@ static void abs_deadline(struct timespec *ts, int64_t from_now_ns)
     int64_t t = (int64_t)ts->tv_sec * 1000000000ll + ts->tv_nsec + from_now_ns;
     ts->tv_sec = t / 1000000000ll;
     ts->tv_nsec = t % 1000000000ll;
-}
-
-/* The sandbox's own default (native.c), so the node lock sits beside the
- * runs: /run/clearbox as root, else $XDG_RUNTIME_DIR/clearbox or
- * /tmp/clearbox-<uid>. */
-static void state_dir_default(char *out, size_t n)
-{
-    if (geteuid() == 0) {
-        snprintf(out, n, "%s", STATE_DIR_DEFAULT);
-        return;
-    }
-    const char *x = getenv("XDG_RUNTIME_DIR");
-    struct stat st;
-    if (x && x[0] == '/' && lstat(x, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
-        snprintf(out, n, "%s/clearbox", x) < (int)n)
-        return;
-    snprintf(out, n, "/tmp/clearbox-%u", (unsigned)geteuid());
 }
 
 static bool node_id_ok(const char *s)
@@ -1131,7 +1113,8 @@ int worker_pool_start(const struct worker_options *opts, worker_pool_t **out, ch
     pool->seccomp_policy = dup_opt(o->seccomp_policy, &oom);
     pool->cgroup_parent = dup_opt(o->cgroup_parent, &oom);
     char sd_default[PATH_MAX];
-    state_dir_default(sd_default, sizeof sd_default);
+    /* the sandbox's own rule, so the node lock sits beside the runs */
+    sandbox_state_dir_default(sd_default, sizeof sd_default);
     pool->state_dir = dup_opt(o->state_dir ? o->state_dir : sd_default, &oom);
     size_t slen = o->callback_secret ? (o->callback_secret_len ? o->callback_secret_len
                                                                : strlen(o->callback_secret))

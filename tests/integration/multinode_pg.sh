@@ -77,31 +77,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# left_behind IDS...: state directories, mounts and cgroups named after the
-# given evaluations (run ids are "<eval_id>-<attempt>"); prints them.
-left_behind() {
-    local id
-    for id in "$@"; do
-        ls -d /run/clearbox/"$id"* /sys/fs/cgroup/*/clearbox/"$id"* /sys/fs/cgroup/clearbox/"$id"* 2>/dev/null
-        grep -F "$id" /proc/mounts | cut -d' ' -f2
-    done
-}
-# no_leftovers KILL_TIME_S IDS...: what the killed process left is removed by
-# the gc of the live nodes or, at the latest, by `clearbox gc` once it is
-# older than the gc's 10 s safety margin.
-no_leftovers() {
-    local t=$1 left
-    shift
-    [ $# = 0 ] && return 0
-    left=$(left_behind "$@")
-    if [ -n "$left" ]; then
-        while [ $(($(date +%s) - t)) -le 11 ]; do sleep 0.5; done
-        "$CB" gc >/dev/null 2>&1
-        left=$(left_behind "$@")
-    fi
-    [ -z "$left" ] && ok "nothing of the killed runs is left (state dirs, mounts, cgroups)" ||
-        bad "left behind by the killed runs: $(echo $left | head -c 300)"
-}
+# left_behind IDS, no_leftovers KILL_TIME_S IDS (shared with the other crash test)
+. "$(dirname "$0")/lib/leftovers.sh"
 
 # ---- PostgreSQL -------------------------------------------------------------
 mkdir -p "$pgdir" && chown postgres: "$pgdir" && chmod 755 "$tmp"
