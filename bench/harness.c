@@ -124,7 +124,7 @@ bool bench_report_ratio(const char *name, double ns, const char *base_name, doub
                         double max_ratio)
 {
     bool met = ns <= max_ratio * base_ns;
-    printf("%s %.1f ns/op (baseline %s %.1f ns/op), target <= %.1fx baseline: %s\n", name, ns,
+    printf("%s %.1f ns/op (baseline %s %.1f ns/op), target <= %.2fx baseline: %s\n", name, ns,
            base_name, base_ns, max_ratio, met ? "met" : "MISSED");
     fflush(stdout);
     return met;

@@ -115,6 +115,7 @@ struct nrun {
     pthread_mutex_t ev_lock;
     pid_t init_pid;
     int pidfd;
+    int mntns_fd; /* init's mount namespace, held so that init's exit need not tear it down */
     int decided; /* a status decided by a limit/cancel, or -1 */
     bool killed; /* we killed the sandbox */
     bool prog_done;
@@ -140,12 +141,13 @@ static void mark(struct nrun *n, const char *what)
 /* Child-side marks go into a shared page (only with CLEARBOX_PHASE_MARKS=1):
  * init and the program write clock readings there, the parent prints them. */
 enum {
-    CM_START, CM_G, CM_UNSHARED, CM_ROOT, CM_PIVOT, CM_DNS, CM_C, CM_FORKED, CM_FILTER, CM_EXEC,
-    CM_N
+    CM_START, CM_G,      CM_UNSHARED, CM_ROOT,   CM_PIVOT, CM_NETNS, CM_DNS,
+    CM_C,     CM_FORKED, CM_FILTER,   CM_EXEC,   CM_NETH,  CM_N
 };
 static const char *const cmark_names[CM_N] = {
-    "init:start",    "init:go",        "init:unshared",  "init:root_built", "init:pivoted",
-    "init:dns_open", "init:cgroup_go", "prog:forked",    "prog:filter_on",  "prog:execve"};
+    "init:start",     "init:go",     "init:unshared",  "init:root_built",
+    "init:pivoted",   "init:netns",  "init:dns_open",  "init:cgroup_go",
+    "prog:forked",    "prog:filter_on", "prog:execve", "netns_helper:done"};
 static void cmark(struct nrun *n, int which)
 {
     if (n->cmarks)
@@ -495,6 +497,61 @@ static void program_main(struct nrun *n, int ctl)
     child_fail(ctl, errno, "execve %s", spec->argv[0]);
 }
 
+/* The network namespace costs ~0.5 ms to make (the kernel registers its
+ * sysctl tables and brings up lo's device), more than the whole root. So
+ * init does not make it itself: a helper task does, on the other CPU, while
+ * init builds the root, and init joins it (setns) once the root is built.
+ *
+ * The helper shares init's memory and fd table (CLONE_VM | CLONE_FILES) and
+ * nothing else: its own nsproxy, so unshare(CLONE_NEWNET) changes only it.
+ * It is created by init inside the new user namespace, so the namespace it
+ * makes is owned by that user namespace, exactly as if init had made it
+ * (init holds CAP_SYS_ADMIN there, which setns needs). It runs on a small
+ * static stack, makes only raw system calls through syscall(2) and never
+ * touches the heap, stdio or locks; it leaves its answer (an fd to the new
+ * namespace, or -errno) in netns_fd and exits. init reaps it with waitpid
+ * before reading the answer, which orders the two. */
+static char netns_stack[16384] __attribute__((aligned(64)));
+static volatile int netns_fd = -1;
+static volatile uint64_t netns_helper_done_ns;
+
+static int netns_helper(void *arg)
+{
+    (void)arg;
+    int fd;
+    if (syscall(SYS_unshare, CLONE_NEWNET) < 0)
+        fd = -EPERM;
+    else if ((fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/thread-self/ns/net",
+                                O_RDONLY | O_CLOEXEC)) < 0)
+        fd = -ENOENT;
+    netns_fd = fd;
+    netns_helper_done_ns = time_mono_ns();
+    return 0;
+}
+
+static pid_t netns_helper_start(void)
+{
+    /* the stack grows down: pass its top */
+    return clone(netns_helper, netns_stack + sizeof netns_stack, CLONE_VM | CLONE_FILES | SIGCHLD,
+                 NULL);
+}
+
+/* Wait for the helper and join its namespace (after the root is built). */
+static void netns_join(struct nrun *n, int ctl, pid_t helper)
+{
+    int st;
+    while (waitpid(helper, &st, 0) < 0)
+        if (errno != EINTR)
+            child_fail(ctl, errno, "wait for the network namespace helper");
+    if (n->cmarks)
+        n->cmarks[CM_NETH] = netns_helper_done_ns;
+    int fd = netns_fd;
+    if (fd < 0)
+        child_fail(ctl, -fd, "make the network namespace");
+    CK(ctl, setns(fd, CLONE_NEWNET), "join the new network namespace");
+    close(fd);
+}
+
 static int init_main(struct nrun *n) __attribute__((noreturn));
 static int init_main(struct nrun *n)
 {
@@ -521,11 +578,14 @@ static int init_main(struct nrun *n)
     n->stdin_fd = 7;
     n->ctl[0] = n->out_p[0] = n->err_p[0] = n->status_p[0] = -1;
     int ctl = n->ctl[1];
-    /* The new network (~0.4 ms), IPC and UTS namespaces need only the
-     * capabilities we hold in the new user namespace, not its id maps: make
-     * them now, while the parent writes the maps and makes the cgroups. */
-    CK(ctl, unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
-       "unshare the network, IPC and UTS namespaces");
+    /* The new network (by the helper, see netns_helper), IPC and UTS
+     * namespaces need only the capabilities we hold in the new user
+     * namespace, not its id maps: start them now, while the parent writes
+     * the maps and makes the cgroups. */
+    pid_t nh = netns_helper_start();
+    if (nh < 0)
+        child_fail(ctl, errno, "start the network namespace helper");
+    CK(ctl, unshare(CLONE_NEWIPC | CLONE_NEWUTS), "unshare the IPC and UTS namespaces");
     cmark(n, CM_UNSHARED);
     char go;
     if (read(ctl, &go, 1) != 1 || go != 'G')
@@ -579,6 +639,8 @@ static int init_main(struct nrun *n)
     CK(ctl, umount2(".", MNT_DETACH), "detach the old root");
     CK(ctl, chdir("/"), "chdir /");
     cmark(n, CM_PIVOT);
+    netns_join(n, ctl, nh);
+    cmark(n, CM_NETNS);
     loopback_up(ctl);
     int dns[NETWATCH_DNS_NFDS];
     int rc = netwatch_dns_open(dns);
@@ -855,7 +917,9 @@ static int state_paths(struct nrun *n, char *err, size_t errlen)
 /* After clone, before "G" (init is still making its network namespace, so
  * this costs nothing on the way to the program): the state directory, its
  * lock and, with --output-dir, the workspace on the host. */
-static int state_prepare(struct nrun *n, char *err, size_t errlen)
+/* The state directory itself, before the clone: init mounts its scratch
+ * tmpfs over it as soon as it has "G". */
+static int state_dir_check(struct nrun *n, char *err, size_t errlen)
 {
     const char *sd = n->sd;
     if (mkdir(sd, n->unpriv ? 0700 : 0711) < 0 && errno != EEXIST)
@@ -863,6 +927,11 @@ static int state_prepare(struct nrun *n, char *err, size_t errlen)
     struct stat st;
     if (lstat(sd, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
         return err_set(err, errlen, -EPERM, "%s is not a directory owned by us", sd);
+    return 0;
+}
+
+static int state_prepare(struct nrun *n, char *err, size_t errlen)
+{
     if (mkdir(n->state, 0711) < 0)
         return err_sys(err, errlen, -errno, "mkdir %s", n->state);
     n->state_made = true;
@@ -1582,7 +1651,7 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     n->r = r;
     n->t0 = time_mono_ns();
     n->decided = -1;
-    n->lock_fd = n->stdin_fd = n->pidfd = -1;
+    n->lock_fd = n->stdin_fd = n->pidfd = n->mntns_fd = -1;
     n->out_p[0] = n->out_p[1] = n->err_p[0] = n->err_p[1] = -1;
     n->ctl[0] = n->ctl[1] = n->status_p[0] = n->status_p[1] = -1;
     pthread_mutex_init(&n->ev_lock, NULL);
@@ -1647,7 +1716,7 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     }
     /* With --output-dir the parent mounts the workspace on the host, which
      * init's mount namespace only sees if it is there before the clone. */
-    if ((rc = state_paths(n, e2, sizeof e2)) < 0 ||
+    if ((rc = state_paths(n, e2, sizeof e2)) < 0 || (rc = state_dir_check(n, e2, sizeof e2)) < 0 ||
         (!n->ws_in_init && (rc = state_prepare(n, e2, sizeof e2)) < 0)) {
         rc = sandbox__fail(r, rc, "workspace_failed", err, errlen, "workspace: %s", e2);
         goto out;
@@ -1696,6 +1765,11 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     close_fd(&n->status_p[1]);
     close_fd(&n->stdin_fd);
     n->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    {
+        char mp[64];
+        snprintf(mp, sizeof mp, "/proc/%d/ns/mnt", (int)pid);
+        n->mntns_fd = open(mp, O_RDONLY | O_CLOEXEC);
+    }
     mark(n, "cloned");
     char map[128], gmap[128];
     if (n->unpriv) {
@@ -1723,18 +1797,19 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         goto out;
     }
     mark(n, "maps_written");
+    /* Go: init builds its root (its helper makes the network namespace)
+     * while we make the state directory and make and join the cgroups (the
+     * two halves run in parallel); it waits for "C" before it forks the
+     * program. */
+    if (send(n->ctl[0], "G", 1, MSG_NOSIGNAL) != 1) {
+        rc = start_failed(n, err, errlen);
+        goto out;
+    }
     if (n->ws_in_init && (rc = state_prepare(n, e2, sizeof e2)) < 0) {
         rc = sandbox__fail(r, rc, "workspace_failed", err, errlen, "workspace: %s", e2);
         goto out;
     }
     mark(n, "workspace_ready");
-    /* Go: init unshares the network, IPC and UTS namespaces and builds its
-     * root while we make and join the cgroups (the two run in parallel);
-     * it waits for "C" before it forks the program. */
-    if (send(n->ctl[0], "G", 1, MSG_NOSIGNAL) != 1) {
-        rc = start_failed(n, err, errlen);
-        goto out;
-    }
     /* where the cgroup hierarchies are (read once per process, here where
      * init is busy with its network namespace: off the path to the program) */
     if (spec->cgroup_root) {
@@ -1857,6 +1932,8 @@ out:;
     if (n->cg.mode != CGROUP_NONE && cgroup_destroy(&n->cg, e2, sizeof e2) < 0 && rc == 0)
         rc = sandbox__fail(r, -EBUSY, "teardown_failed", err, errlen, "%s", e2);
     mark(n, "cgroup_removed");
+    close_fd(&n->mntns_fd);
+    mark(n, "mntns_closed");
     close_fd(&n->pidfd);
     close_fd(&n->stdin_fd);
     close_fd(&n->ctl[0]);
