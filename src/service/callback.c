@@ -7,21 +7,32 @@
  * a hard timeout. The check and the connection use the same address, so DNS
  * rebinding between them has nothing to swap.
  *
- * The sender keeps deliveries in one list ordered by nothing in particular
- * (it is short: terminal statuses with a callback_url waiting for a retry);
- * a thread takes the item due first, so one slow receiver holds one thread,
- * not the queue. Retries: backoff_ms * 2^(n-1), capped, with +-10% jitter so
- * receivers that failed together do not get retried in lockstep.
+ * The sender has no queue of its own: the store is the queue (store.h "the
+ * webhook outbox"). The statement that writes an evaluation's terminal status
+ * also marks its delivery pending, in the same commit, so a delivery exists
+ * exactly when the status does and survives kill -9 and restarts with it.
+ * Sender threads (on every worker node) claim the delivery due first with a
+ * lease, render the record as it is now, send one attempt, and settle it:
+ * the attempt is appended to the record's callbacks and the delivery becomes
+ * pending again at its next due time, delivered, or failed - one statement,
+ * only if the claim is still ours. Between deliveries a thread sleeps until
+ * the next due time, a notify (a local worker finished something), or
+ * poll_ms (deliveries that appeared on other nodes). Retries: backoff_ms *
+ * 2^(n-1), capped, with +-10% jitter so receivers that failed together are
+ * not retried in lockstep; the attempt count lives in the store, so a
+ * restart continues the schedule where it stopped.
  *
- * Not durable: deliveries pending when the process dies are lost (the record
- * still shows the attempts made). A durable outbox needs a store query for
- * "finished with callback_url and no successful delivery"; see
- * docs/operations.md. */
+ * At-least-once: a sender that dies between the receiver's 2xx and the
+ * settle (or mid-attempt) leaves a lease that runs out; the same attempt,
+ * with the same X-Clearbox-Delivery id, is then sent again. A clean stop
+ * leaves nothing in flight: it tries what falls due before its deadline and
+ * leaves the rest pending for the next start or another node. */
 #include "service/callback.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,6 +42,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "service/validate.h"
 #include "telemetry/log.h"
@@ -350,60 +362,25 @@ int callback_record_json(const struct eval_record *r, struct buf *b)
     return rc < 0 ? rc : (buf_ok(b) ? 0 : -E2BIG);
 }
 
-/* ---- the sender ----------------------------------------------------------- */
-
-struct delivery {
-    struct delivery *next;
-    char eval_id[STORE_ID_LEN + 8];
-    char *url;
-    char *body;
-    size_t len;
-    int attempt;    /* the next attempt's number, from 1 */
-    int64_t due_ns; /* wall clock */
-    bool in_flight;
-};
+/* ---- the sender: the store is the queue -------------------------------------- */
 
 struct callback_sender {
     struct callback_options o;
+    callback_render_fn render;
     void *secret;
     char *db_url;
+    char owner[STORE_WORKER_ID_MAX];
+    int64_t lease_ms; /* claim lease: outlives the slowest attempt */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct delivery *head;
-    int pending; /* queued + in flight */
+    uint64_t kicks;        /* callback_sender_notify calls */
     bool stopping;
     int64_t deadline_ns;
-    int abandoned;
+    int64_t pending;       /* pending in the store at the last count */
+    int64_t last_warn_ns;  /* rate limit of callback.store_failed */
     int nthreads;
     pthread_t *th;
 };
-
-static void delivery_free(struct delivery *d)
-{
-    if (!d)
-        return;
-    free(d->url);
-    free(d->body);
-    free(d);
-}
-
-static void record_attempt(store_t *st, const struct delivery *d, int64_t ts_ns,
-                           const struct callback_attempt *a)
-{
-    if (!st)
-        return;
-    struct store_callback_delivery sd = {.attempt = d->attempt,
-                                         .ts_ns = ts_ns,
-                                         .http_status = a->http_status,
-                                         .duration_ms = a->duration_ms,
-                                         .ok = a->ok,
-                                         .error = a->error[0] ? a->error : NULL};
-    char err[ERR_LEN];
-    int rc = store_callback_record(st, d->eval_id, &sd, err, sizeof err);
-    if (rc < 0 && rc != -ENOENT)
-        log_warning(log_get("callback"), "callback.record_failed", LOG_STR("eval_id", d->eval_id),
-                    LOG_STR("error", err));
-}
 
 static int64_t backoff_ns(const struct callback_options *o, int attempt_done)
 {
@@ -416,111 +393,146 @@ static int64_t backoff_ns(const struct callback_options *o, int attempt_done)
     return (int64_t)((double)ms * jitter * 1e6);
 }
 
-/* Take the delivery due first if it is due now; else how long to wait. Called
- * with the lock held. Abandons what can no longer run before the deadline. */
-static struct delivery *take_due(struct callback_sender *s, store_t *st, int64_t *wait_ns)
+/* One line per 10 s at most while the store fails: a database outage must
+ * not turn into a log flood from every sender thread. */
+static void store_warn(struct callback_sender *s, const char *err)
 {
     int64_t now = (int64_t)time_now_ns();
-    struct delivery *best = NULL;
-    for (struct delivery *d = s->head; d; d = d->next)
-        if (!d->in_flight && (!best || d->due_ns < best->due_ns))
-            best = d;
-    if (!best) {
-        *wait_ns = -1;
-        return NULL;
-    }
-    if (s->stopping && best->due_ns > s->deadline_ns) {
-        /* unlink and abandon it (recorded outside the list walk) */
-        struct delivery **pp = &s->head;
-        while (*pp != best)
-            pp = &(*pp)->next;
-        *pp = best->next;
-        s->pending--;
-        s->abandoned++;
-        pthread_mutex_unlock(&s->mu);
-        struct callback_attempt a = {.ok = false};
-        snprintf(a.error, sizeof a.error, "abandoned at shutdown");
-        record_attempt(st, best, now, &a);
-        log_warning(log_get("callback"), "callback.abandoned", LOG_STR("eval_id", best->eval_id),
-                    LOG_INT("attempt", best->attempt));
-        delivery_free(best);
-        pthread_mutex_lock(&s->mu);
-        *wait_ns = 0;
-        return NULL;
-    }
-    if (best->due_ns > now) {
-        *wait_ns = best->due_ns - now;
-        return NULL;
-    }
-    best->in_flight = true;
-    return best;
+    pthread_mutex_lock(&s->mu);
+    bool say = now - s->last_warn_ns >= 10ll * 1000000000ll;
+    if (say)
+        s->last_warn_ns = now;
+    pthread_mutex_unlock(&s->mu);
+    if (say)
+        log_error(log_get("callback"), "callback.store_failed", LOG_STR("error", err));
 }
 
+/* Send attempt r->callback_attempts + 1 of the delivery claimed in r, then
+ * settle it in the store: appended to callbacks, and pending again (with its
+ * backoff), delivered or failed. */
+static void deliver(struct callback_sender *s, store_t *st, const struct eval_record *r)
+{
+    log_logger_t *lg = log_get("callback");
+    int attempt = r->callback_attempts + 1;
+    struct callback_attempt a;
+    memset(&a, 0, sizeof a);
+    int64_t ts_ns = (int64_t)time_now_ns();
+    struct buf b;
+    buf_init(&b, NULL, 0, CALLBACK_BODY_MAX);
+    int rc = r->callback_url ? s->render(r, &b) : -EINVAL;
+    bool rendered = rc == 0 && buf_ok(&b);
+    if (!rendered) {
+        /* nothing to send, now or later: settled as failed */
+        snprintf(a.error, sizeof a.error, "%s",
+                 r->callback_url ? "cannot render the record for the webhook body"
+                                 : "no callback_url");
+        log_error(lg, "callback.skipped", LOG_STR("eval_id", r->id),
+                  LOG_INT("attempt", attempt), LOG_STR("error", a.error));
+        rc = -EINVAL;
+    } else {
+        char perr[ERR_LEN];
+        rc = callback_post(&s->o, r->callback_url, r->id, attempt, b.data, b.len, &a, perr,
+                           sizeof perr);
+    }
+    buf_free(&b);
+    bool permanent = rc == -EPERM || rc == -EINVAL || rc == -ENOENT;
+    bool last = attempt >= s->o.attempts || permanent;
+    enum store_callback_state next = rc == 0 ? STORE_CALLBACK_DELIVERED
+                                     : last  ? STORE_CALLBACK_FAILED
+                                             : STORE_CALLBACK_PENDING;
+    int64_t next_ns = next == STORE_CALLBACK_PENDING
+                          ? (int64_t)time_now_ns() + backoff_ns(&s->o, attempt)
+                          : 0;
+    struct store_callback_delivery sd = {.attempt = attempt,
+                                         .ts_ns = ts_ns,
+                                         .http_status = a.http_status,
+                                         .duration_ms = a.duration_ms,
+                                         .ok = a.ok,
+                                         .error = a.error[0] ? a.error : NULL};
+    char err[ERR_LEN];
+    int src = store_callback_settle(st, r->id, s->owner, &sd, next, next_ns, err, sizeof err);
+    if (src < 0) /* -ESTALE: another sender took it over after our lease ran out */
+        log_warning(lg, "callback.record_failed", LOG_STR("eval_id", r->id),
+                    LOG_INT("attempt", attempt), LOG_STR("error", err));
+    if (rc == 0)
+        log_info(lg, "callback.delivered", LOG_STR("eval_id", r->id), LOG_INT("attempt", attempt),
+                 LOG_INT("http_status", a.http_status), LOG_INT("duration_ms", a.duration_ms));
+    else if (rendered) /* a render failure was logged as callback.skipped */
+        log_warning(lg, last ? "callback.gave_up" : "callback.failed", LOG_STR("eval_id", r->id),
+                    LOG_INT("attempt", attempt), LOG_INT("http_status", a.http_status),
+                    LOG_INT("duration_ms", a.duration_ms), LOG_STR("error", a.error),
+                    LOG_BOOL("retry", !last));
+}
+
+/* A sender thread: claim what is due, deliver it, and otherwise sleep until
+ * the next due time, a notify, or poll_ms (deliveries that other nodes'
+ * workers finished appear in the store without a notify). Stopping: keep
+ * going while something falls due before the deadline, then leave the rest
+ * pending in the store. */
 static void *sender_main(void *arg)
 {
     struct callback_sender *s = arg;
     store_t *st = NULL;
     char err[ERR_LEN];
-    if (s->db_url && store_open(s->db_url, NULL, &st, err, sizeof err) < 0)
-        log_error(log_get("callback"), "callback.store_failed", LOG_STR("error", err));
-    log_logger_t *lg = log_get("callback");
+    const int64_t poll_ns = (int64_t)s->o.poll_ms * 1000000;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        int64_t wait_ns;
-        struct delivery *d = take_due(s, st, &wait_ns);
-        if (!d) {
-            if (wait_ns == 0)
-                continue;
-            if (wait_ns < 0 && s->stopping)
-                break;
-            if (wait_ns < 0) {
-                pthread_cond_wait(&s->cv, &s->mu);
-            } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + wait_ns;
-                ts.tv_sec = t / 1000000000;
-                ts.tv_nsec = t % 1000000000;
-                pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-            }
-            continue;
-        }
+        int64_t now = (int64_t)time_now_ns();
+        if (s->stopping && now >= s->deadline_ns)
+            break;
+        uint64_t kicks = s->kicks;
+        bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
 
-        struct callback_attempt a;
-        int64_t ts_ns = (int64_t)time_now_ns();
-        char perr[ERR_LEN];
-        int rc = callback_post(&s->o, d->url, d->eval_id, d->attempt, d->body, d->len, &a, perr,
-                               sizeof perr);
-        record_attempt(st, d, ts_ns, &a);
-        bool permanent = rc == -EPERM || rc == -EINVAL || rc == -ENOENT;
-        bool last = d->attempt >= s->o.attempts || permanent;
-        if (rc == 0)
-            log_info(lg, "callback.delivered", LOG_STR("eval_id", d->eval_id),
-                     LOG_INT("attempt", d->attempt), LOG_INT("http_status", a.http_status),
-                     LOG_INT("duration_ms", a.duration_ms));
-        else
-            log_warning(lg, last ? "callback.gave_up" : "callback.failed",
-                        LOG_STR("eval_id", d->eval_id), LOG_INT("attempt", d->attempt),
-                        LOG_INT("http_status", a.http_status),
-                        LOG_INT("duration_ms", a.duration_ms), LOG_STR("error", a.error),
-                        LOG_BOOL("retry", !last));
+        int64_t wake = 0; /* 0: go again at once */
+        int rc;
+        if (!st && (rc = store_open(s->db_url, NULL, &st, err, sizeof err)) < 0) {
+            store_warn(s, err);
+            wake = now + poll_ns;
+        } else {
+            struct eval_record r;
+            rc = store_callback_claim(st, s->owner, s->lease_ms, &r, err, sizeof err);
+            if (rc == 0) {
+                deliver(s, st, &r);
+                store_record_clear(&r);
+            } else if (rc == -EAGAIN) {
+                struct store_callback_stats cs;
+                if (store_callback_stats(st, &cs, err, sizeof err) < 0) {
+                    store_warn(s, err);
+                    cs.pending = -1;
+                    cs.next_due_ns = 0;
+                }
+                wake = now + poll_ns;
+                if (cs.next_due_ns > 0 && cs.next_due_ns < wake)
+                    wake = cs.next_due_ns > now ? cs.next_due_ns : now + 1000000;
+                if (stopping) /* only what falls due before the deadline */
+                    wake = cs.next_due_ns > 0 ? (cs.next_due_ns > now ? cs.next_due_ns
+                                                                     : now + 1000000)
+                                              : INT64_MAX;
+                pthread_mutex_lock(&s->mu);
+                if (cs.pending >= 0)
+                    s->pending = cs.pending;
+                pthread_mutex_unlock(&s->mu);
+            } else {
+                store_warn(s, err);
+                wake = now + poll_ns;
+            }
+        }
 
         pthread_mutex_lock(&s->mu);
-        if (rc == 0 || last) {
-            struct delivery **pp = &s->head;
-            while (*pp && *pp != d)
-                pp = &(*pp)->next;
-            if (*pp)
-                *pp = d->next;
-            s->pending--;
-            delivery_free(d);
-        } else {
-            d->due_ns = (int64_t)time_now_ns() + backoff_ns(&s->o, d->attempt);
-            d->attempt++;
-            d->in_flight = false;
-        }
-        pthread_cond_broadcast(&s->cv);
+        if (!wake || s->kicks != kicks || s->stopping != stopping)
+            continue;
+        if (s->stopping && wake > s->deadline_ns)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t left = wake - (int64_t)time_now_ns();
+        if (left <= 0)
+            continue;
+        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + left;
+        ts.tv_sec = t / 1000000000;
+        ts.tv_nsec = t % 1000000000;
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);
     store_close(st);
@@ -533,11 +545,17 @@ int callback_sender_start(const struct callback_options *o, const char *db_url,
     *out = NULL;
     if (!o)
         return err_set(err, errlen, -EINVAL, "no callback options");
+    if (!db_url || !*db_url)
+        return err_set(err, errlen, -EINVAL,
+                       "the webhook sender needs the store (deliveries are kept there)");
     if (o->attempts < 0 || o->attempts > CALLBACK_ATTEMPTS_MAX || o->timeout_ms < 0 ||
-        o->backoff_ms < 0 || o->threads < 0 || o->threads > 64)
+        o->backoff_ms < 0 || o->threads < 0 || o->threads > 64 || o->poll_ms < 0)
         return err_set(err, errlen, -EINVAL,
                        "callback options out of range (attempts 1-%d, threads 1-64)",
                        CALLBACK_ATTEMPTS_MAX);
+    if (o->owner && (!*o->owner || strlen(o->owner) > STORE_WORKER_ID_MAX - 16))
+        return err_set(err, errlen, -EINVAL, "callback owner must be 1-%d bytes",
+                       STORE_WORKER_ID_MAX - 16);
     struct callback_sender *s = calloc(1, sizeof *s);
     if (!s)
         return err_set(err, errlen, -ENOMEM, "out of memory");
@@ -550,6 +568,22 @@ int callback_sender_start(const struct callback_options *o, const char *db_url,
         s->o.backoff_ms = 1000;
     if (!s->o.threads)
         s->o.threads = 2;
+    if (!s->o.poll_ms)
+        s->o.poll_ms = CALLBACK_POLL_MS_DEFAULT;
+    s->render = o->render ? o->render : callback_record_json;
+    /* an attempt is bounded by timeout_ms (connect included) plus the name
+     * lookup; the lease outlives both with room to spare */
+    s->lease_ms = 2 * (int64_t)s->o.timeout_ms + 30000;
+    if (o->owner) {
+        snprintf(s->owner, sizeof s->owner, "%s/callback", o->owner);
+    } else {
+        char host[64] = "";
+        gethostname(host, sizeof host - 1);
+        snprintf(s->owner, sizeof s->owner, "%s:%ld/callback", host[0] ? host : "node",
+                 (long)getpid());
+    }
+    s->o.owner = NULL;
+    s->o.render = NULL;
     if (o->secret && o->secret_len) {
         s->secret = malloc(o->secret_len);
         if (!s->secret)
@@ -560,68 +594,72 @@ int callback_sender_start(const struct callback_options *o, const char *db_url,
         s->o.secret = NULL;
         s->o.secret_len = 0;
     }
-    if (db_url && !(s->db_url = strdup(db_url)))
+    if (!(s->db_url = strdup(db_url)))
         goto nomem;
+
+    /* What a previous run left: its leases (a named owner is one process at a
+     * time: the worker pool's node lock) and the deliveries still pending. */
+    store_t *st;
+    int rc = store_open(db_url, NULL, &st, err, errlen);
+    if (rc < 0)
+        goto fail;
+    int released = 0;
+    if (o->owner && (released = store_callback_release(st, s->owner, err, errlen)) < 0) {
+        rc = released;
+        store_close(st);
+        goto fail;
+    }
+    struct store_callback_stats cs;
+    rc = store_callback_stats(st, &cs, err, errlen);
+    store_close(st);
+    if (rc < 0)
+        goto fail;
+    s->pending = cs.pending;
+    if (cs.pending > 0 || released > 0) {
+        int64_t due_in = cs.next_due_ns - (int64_t)time_now_ns();
+        log_info(log_get("callback"), "callback.resumed", LOG_INT("pending", cs.pending),
+                 LOG_INT("leases_released", released),
+                 LOG_INT("next_due_ms", due_in > 0 ? due_in / 1000000 : 0),
+                 LOG_STR("owner", s->owner));
+    }
+
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->th = calloc((size_t)s->o.threads, sizeof *s->th);
-    if (!s->th)
-        goto nomem;
+    if (!s->th) {
+        callback_sender_stop(s, 0);
+        return err_set(err, errlen, -ENOMEM, "out of memory");
+    }
     for (int i = 0; i < s->o.threads; i++) {
-        int rc = pthread_create(&s->th[i], NULL, sender_main, s);
-        if (rc != 0) {
+        int e = pthread_create(&s->th[i], NULL, sender_main, s);
+        if (e != 0) {
             callback_sender_stop(s, 0);
-            return err_set(err, errlen, -rc, "cannot start a callback thread");
+            return err_set(err, errlen, -e, "cannot start a callback thread");
         }
         s->nthreads++;
     }
     *out = s;
     return 0;
 nomem:
-    free(s->secret);
+    rc = err_set(err, errlen, -ENOMEM, "out of memory");
+fail:
+    if (s->secret) {
+        explicit_bzero(s->secret, s->o.secret_len);
+        free(s->secret);
+    }
     free(s->db_url);
     free(s);
-    return err_set(err, errlen, -ENOMEM, "out of memory");
+    return rc;
 }
 
-int callback_sender_enqueue(callback_sender_t *s, const char *eval_id, const char *url,
-                            const void *body, size_t len, char *err, size_t errlen)
+void callback_sender_notify(callback_sender_t *s)
 {
-    if (!s || !eval_id || !url || (!body && len))
-        return err_set(err, errlen, -EINVAL, "callback_sender_enqueue: missing argument");
-    if (len > CALLBACK_BODY_MAX)
-        return err_set(err, errlen, -E2BIG, "webhook body over %u bytes", CALLBACK_BODY_MAX);
-    struct delivery *d = calloc(1, sizeof *d);
-    if (!d)
-        return err_set(err, errlen, -ENOMEM, "out of memory");
-    snprintf(d->eval_id, sizeof d->eval_id, "%s", eval_id);
-    d->url = strdup(url);
-    d->body = malloc(len + 1);
-    if (!d->url || !d->body) {
-        delivery_free(d);
-        return err_set(err, errlen, -ENOMEM, "out of memory");
-    }
-    if (len)
-        memcpy(d->body, body, len);
-    d->body[len] = '\0';
-    d->len = len;
-    d->attempt = 1;
-    d->due_ns = (int64_t)time_now_ns();
+    if (!s)
+        return;
     pthread_mutex_lock(&s->mu);
-    if (s->pending >= CALLBACK_QUEUE_MAX || s->stopping) {
-        bool stopping = s->stopping;
-        pthread_mutex_unlock(&s->mu);
-        delivery_free(d);
-        if (stopping)
-            return err_set(err, errlen, -EAGAIN, "the webhook sender is stopping");
-        return err_set(err, errlen, -EAGAIN, "%d webhooks already pending", CALLBACK_QUEUE_MAX);
-    }
-    d->next = s->head;
-    s->head = d;
-    s->pending++;
-    pthread_cond_signal(&s->cv);
+    s->kicks++;
+    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    return 0;
 }
 
 int callback_sender_pending(callback_sender_t *s)
@@ -629,9 +667,9 @@ int callback_sender_pending(callback_sender_t *s)
     if (!s)
         return 0;
     pthread_mutex_lock(&s->mu);
-    int n = s->pending;
+    int64_t n = s->pending;
     pthread_mutex_unlock(&s->mu);
-    return n;
+    return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 int callback_sender_stop(callback_sender_t *s, int64_t deadline_ns)
@@ -645,14 +683,19 @@ int callback_sender_stop(callback_sender_t *s, int64_t deadline_ns)
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->nthreads; i++)
         pthread_join(s->th[i], NULL);
-    /* threads failed to start: whatever is left is abandoned unrecorded */
-    while (s->head) {
-        struct delivery *d = s->head;
-        s->head = d->next;
-        s->abandoned++;
-        delivery_free(d);
+    /* what is left stays in the store for the next start or another node */
+    int64_t left = s->pending;
+    store_t *st;
+    char err[ERR_LEN];
+    if (store_open(s->db_url, NULL, &st, err, sizeof err) == 0) {
+        struct store_callback_stats cs;
+        if (store_callback_stats(st, &cs, err, sizeof err) == 0)
+            left = cs.pending;
+        store_close(st);
     }
-    int n = s->abandoned;
+    if (left > 0)
+        log_info(log_get("callback"), "callback.left_pending", LOG_INT("pending", left),
+                 LOG_STR("owner", s->owner));
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->th);
@@ -662,5 +705,5 @@ int callback_sender_stop(callback_sender_t *s, int64_t deadline_ns)
     }
     free(s->db_url);
     free(s);
-    return n;
+    return left > INT_MAX ? INT_MAX : (int)left;
 }

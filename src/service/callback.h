@@ -12,8 +12,17 @@
  * A 2xx answer is success; anything else (or no answer within timeout_ms) is
  * retried after backoff_ms, 2x, 4x, ... (cap CALLBACK_BACKOFF_CAP_MS), up to
  * attempts tries. Redirects are not followed. Each attempt is appended to the
- * record (store_callback_record) and logged ("callback.delivered" /
- * "callback.failed" / "callback.abandoned" on logger "callback").
+ * record and logged ("callback.delivered" / "callback.failed" /
+ * "callback.gave_up" / "callback.skipped" on logger "callback").
+ *
+ * Durable (store.h "the webhook outbox"): the delivery is in the store from
+ * the commit of the terminal status on; senders claim it with a lease, so a
+ * restart or another node resumes it with its attempt count and backoff.
+ * Delivery is at-least-once: a sender that dies after the receiver answered
+ * but before the attempt was recorded sends that attempt again (same
+ * X-Clearbox-Delivery). Receivers deduplicate by eval_id (or the delivery
+ * id). Each attempt's body is the record as it is then: its callbacks array
+ * lists the attempts before it.
  *
  * SSRF guard: the URL must be http(s) with a host; the host is resolved and
  * EVERY address must be public: loopback, private (10/8, 172.16/12,
@@ -29,8 +38,8 @@
  *
  * Threads: callback_sign/_check_url/_post/_record_json are pure or use only
  * their arguments (safe from any thread). A sender owns its threads and one
- * store handle per thread; enqueue/pending are safe from any thread; stop
- * runs once. Ownership: enqueue copies its arguments. libcurl is loaded on
+ * store handle per thread; notify/pending are safe from any thread; stop
+ * runs once. Ownership: start copies its options. libcurl is loaded on
  * first use (util/curl_dl.h). Errors: 0 or a negative errno, words in err. */
 #ifndef CLEARBOX_SERVICE_CALLBACK_H
 #define CLEARBOX_SERVICE_CALLBACK_H
@@ -49,6 +58,10 @@
 #define CALLBACK_BACKOFF_CAP_MS 60000
 #define CALLBACK_ATTEMPTS_MAX 32
 #define CALLBACK_HOST_MAX 253
+#define CALLBACK_POLL_MS_DEFAULT 2000      /* look for deliveries of other nodes */
+
+/* Renders the webhook body of a record; 0 or a negative errno. */
+typedef int (*callback_render_fn)(const struct eval_record *r, struct buf *b);
 
 struct callback_options {
     const void *secret; /* HMAC key; NULL = requests go unsigned */
@@ -58,6 +71,11 @@ struct callback_options {
     int timeout_ms;     /* per attempt, connect included; 0 = 10000 */
     int backoff_ms;     /* delay before the 2nd attempt, doubling; 0 = 1000 */
     int threads;        /* sender threads; 0 = 2 */
+    int poll_ms;        /* look for due deliveries at least this often; 0 = 2000 */
+    callback_render_fn render; /* the body; NULL = callback_record_json */
+    const char *owner;  /* this node's name for delivery leases (one process per
+                           name, e.g. the worker pool's node id): its leases left
+                           by a crash are released at start. NULL = host:pid */
 };
 
 /* "sha256=<64 lowercase hex>" of HMAC-SHA256(key, body). 0 or -EINVAL/-EIO. */
@@ -99,25 +117,25 @@ int callback_post(const struct callback_options *o, const char *url, const char 
  * callbacks. Without code and stdin. Renders into b; 0 or -E2BIG/-ENOMEM. */
 int callback_record_json(const struct eval_record *r, struct buf *b);
 
-/* ---- the sender: a queue of deliveries and threads that retry them ------- */
+/* ---- the sender: threads that deliver what the store holds ------------------ */
 
 typedef struct callback_sender callback_sender_t;
 
-/* Start threads; each opens db_url to record attempts (db_url NULL: attempts
- * are only logged, for tests of the transport alone). */
+/* Open db_url (required: the deliveries live there), release the leases this
+ * owner left behind, log "callback.resumed" with the count when deliveries
+ * are pending, and start the threads (each with its own store handle). */
 int callback_sender_start(const struct callback_options *o, const char *db_url,
                           callback_sender_t **out, char *err, size_t errlen);
-/* Queue one delivery (copies everything). -EAGAIN when CALLBACK_QUEUE_MAX are
- * pending (logged and dropped by the caller), -E2BIG body over the bound. */
-int callback_sender_enqueue(callback_sender_t *s, const char *eval_id, const char *url,
-                            const void *body, size_t len, char *err, size_t errlen);
-/* Deliveries queued or in flight. */
+/* A delivery became pending (a local evaluation finished): look now instead
+ * of at the next poll. NULL is fine. */
+void callback_sender_notify(callback_sender_t *s);
+/* Deliveries pending in the store at the sender's last look (any node's). */
 int callback_sender_pending(callback_sender_t *s);
 /* Deliveries due before deadline_ns (wall clock, 0 = now) are still tried,
- * retries included while they fall before it; the rest are abandoned (logged,
- * and recorded as a failed attempt with error "abandoned at shutdown").
- * Then threads stop and everything is freed. Returns the number abandoned.
- * NULL is fine. */
+ * retries included while they fall before it; the rest stay pending in the
+ * store (logged as "callback.left_pending"), for the next start or another
+ * node. Then threads stop and everything is freed. Returns the number left
+ * pending. NULL is fine. */
 int callback_sender_stop(callback_sender_t *s, int64_t deadline_ns);
 
 #endif

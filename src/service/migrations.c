@@ -14,7 +14,14 @@
  *    BYTEA), so NUL bytes and invalid UTF-8 come back exactly.
  *  - Partial indexes keep the hot queue queries (next queued, expired leases,
  *    one worker's rows) small however many finished rows there are; the
- *    queries spell the status literally so SQLite's planner can use them. */
+ *    queries spell the status literally so SQLite's planner can use them.
+ *  - Version 2 makes webhook deliveries durable (store.h "the webhook
+ *    outbox"): callback_state is NULL until a row with a callback_url
+ *    finishes, then pending -> delivered / failed; the claim lease has its own
+ *    columns so it never mixes with the evaluation's lease. Rows finished
+ *    before the upgrade are settled from their recorded attempts (delivered
+ *    if one was ok, else failed): what the old binary had in memory is not
+ *    resumed, so an upgrade never sends a burst of stale webhooks. */
 #include "service/store.h"
 
 #define STATUS_CHECK                                                                       \
@@ -120,6 +127,37 @@ static const struct store_migration migrations[] = {
         "  ts_ns   BIGINT NOT NULL,\n"
         "  PRIMARY KEY (eval_id, seq)\n"
         ");\n",
+    },
+    {
+        2,
+        "durable_webhook_deliveries",
+        /* SQLite */
+        "ALTER TABLE evaluations ADD COLUMN callback_state TEXT\n"
+        "  CHECK (callback_state IN ('pending','delivered','failed'));\n"
+        "ALTER TABLE evaluations ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE evaluations ADD COLUMN callback_next_ns INTEGER;\n"
+        "ALTER TABLE evaluations ADD COLUMN callback_lease_ns INTEGER;\n"
+        "ALTER TABLE evaluations ADD COLUMN callback_owner TEXT;\n"
+        "UPDATE evaluations SET callback_attempts = json_array_length(callbacks),\n"
+        "  callback_state = CASE WHEN EXISTS (SELECT 1 FROM json_each(evaluations.callbacks) j\n"
+        "    WHERE json_extract(j.value, '$.ok') = 1) THEN 'delivered' ELSE 'failed' END\n"
+        "  WHERE callback_url IS NOT NULL AND status NOT IN ('queued', 'running');\n"
+        "CREATE INDEX evaluations_callback_due ON evaluations (callback_next_ns)"
+        " WHERE callback_state = 'pending';\n",
+        /* PostgreSQL */
+        "ALTER TABLE evaluations\n"
+        "  ADD COLUMN callback_state TEXT\n"
+        "    CHECK (callback_state IN ('pending','delivered','failed')),\n"
+        "  ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0,\n"
+        "  ADD COLUMN callback_next_ns BIGINT,\n"
+        "  ADD COLUMN callback_lease_ns BIGINT,\n"
+        "  ADD COLUMN callback_owner TEXT;\n"
+        "UPDATE evaluations SET callback_attempts = jsonb_array_length(callbacks),\n"
+        "  callback_state = CASE WHEN callbacks @> '[{\"ok\": true}]'::jsonb\n"
+        "    THEN 'delivered' ELSE 'failed' END\n"
+        "  WHERE callback_url IS NOT NULL AND status NOT IN ('queued', 'running');\n"
+        "CREATE INDEX evaluations_callback_due ON evaluations (callback_next_ns)"
+        " WHERE callback_state = 'pending';\n",
     },
 };
 

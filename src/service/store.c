@@ -559,21 +559,19 @@ int store_purge(store_t *s, int64_t age_s, int64_t now_ns, int64_t *deleted, cha
     return LOCKED(s, s->ops->purge(s, before, deleted, err, errlen));
 }
 
-int store_callback_record(store_t *s, const char *id, const struct store_callback_delivery *d,
-                          char *err, size_t errlen)
+/* The store renders a delivery attempt, so its shape is the same for every
+ * backend and always valid JSON (the error text comes from the network).
+ * storage must hold 2048 bytes; b->data is the NUL-terminated text. */
+static int render_delivery(const struct store_callback_delivery *d, char *storage,
+                           struct buf *b, char *err, size_t errlen)
 {
-    TRY(check_id(id, err, errlen));
     if (!d || d->attempt < 1)
         return err_set(err, errlen, -EINVAL, "delivery attempt must be >= 1");
     if (d->http_status < 0 || d->http_status > 999)
         return err_set(err, errlen, -EINVAL, "http_status must be 0-999");
-    /* The store renders the delivery, so its shape is the same for every
-     * backend and always valid JSON (the error text comes from the network). */
-    char storage[2048];
-    struct buf b;
-    buf_init(&b, storage, sizeof storage, sizeof storage - 1);
+    buf_init(b, storage, 2048, 2048 - 1);
     struct json w;
-    json_init(&w, &b);
+    json_init(&w, b);
     char ts[TIME_RFC3339_LEN];
     time_fmt_rfc3339((uint64_t)d->ts_ns, ts);
     json_obj_open(&w);
@@ -594,11 +592,97 @@ int store_callback_record(store_t *s, const char *id, const struct store_callbac
     json_obj_close(&w);
     if (!json_ok(&w))
         return err_set(err, errlen, -E2BIG, "callback delivery record too large");
+    return 0;
+}
+
+int store_callback_record(store_t *s, const char *id, const struct store_callback_delivery *d,
+                          char *err, size_t errlen)
+{
+    TRY(check_id(id, err, errlen));
+    char storage[2048];
+    struct buf b;
+    TRY(render_delivery(d, storage, &b, err, errlen));
     int rc = LOCKED(s, s->ops->callback_record(s, id, b.data, err, errlen));
     if (rc == -E2BIG)
         return err_set(err, errlen, -E2BIG, "evaluation %s already has %d callback deliveries", id,
                        STORE_CALLBACKS_MAX);
     return rc;
+}
+
+/* ---- the webhook outbox ------------------------------------------------------------ */
+
+static const char *const callback_state_names[] = {
+    [STORE_CALLBACK_NONE] = "none",
+    [STORE_CALLBACK_PENDING] = "pending",
+    [STORE_CALLBACK_DELIVERED] = "delivered",
+    [STORE_CALLBACK_FAILED] = "failed",
+};
+
+const char *store_callback_state_name(enum store_callback_state st)
+{
+    if ((int)st < 0 || st > STORE_CALLBACK_FAILED)
+        return NULL;
+    return callback_state_names[st];
+}
+
+/* For backends: the state column's text (NULL = none) as the enum. */
+int store__callback_state_parse(const char *name)
+{
+    if (name)
+        for (int i = STORE_CALLBACK_PENDING; i <= STORE_CALLBACK_FAILED; i++)
+            if (!strcmp(name, callback_state_names[i]))
+                return i;
+    return STORE_CALLBACK_NONE;
+}
+
+static int check_owner(const char *owner, char *err, size_t errlen)
+{
+    return check_text(owner, STORE_WORKER_ID_MAX, true, "callback owner", err, errlen);
+}
+
+int store_callback_claim(store_t *s, const char *owner, int64_t lease_ms,
+                         struct eval_record *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    TRY(check_owner(owner, err, errlen));
+    TRY(check_lease(lease_ms, err, errlen));
+    int64_t now = (int64_t)time_now_ns();
+    return LOCKED(s, s->ops->callback_claim(s, owner, lease_ms, now, out, err, errlen));
+}
+
+int store_callback_settle(store_t *s, const char *id, const char *owner,
+                          const struct store_callback_delivery *d,
+                          enum store_callback_state next, int64_t next_ns, char *err,
+                          size_t errlen)
+{
+    TRY(check_id(id, err, errlen));
+    TRY(check_owner(owner, err, errlen));
+    if (next != STORE_CALLBACK_PENDING && next != STORE_CALLBACK_DELIVERED &&
+        next != STORE_CALLBACK_FAILED)
+        return err_set(err, errlen, -EINVAL,
+                       "a settled delivery is pending, delivered or failed");
+    if (next == STORE_CALLBACK_PENDING && next_ns <= 0)
+        return err_set(err, errlen, -EINVAL, "a pending delivery needs its next due time");
+    if (next != STORE_CALLBACK_PENDING)
+        next_ns = 0;
+    char storage[2048];
+    struct buf b;
+    TRY(render_delivery(d, storage, &b, err, errlen));
+    return LOCKED(s, s->ops->callback_settle(s, id, owner, d->attempt, b.data,
+                                             store_callback_state_name(next), next_ns, err,
+                                             errlen));
+}
+
+int store_callback_release(store_t *s, const char *owner, char *err, size_t errlen)
+{
+    TRY(check_owner(owner, err, errlen));
+    return LOCKED(s, s->ops->callback_release(s, owner, err, errlen));
+}
+
+int store_callback_stats(store_t *s, struct store_callback_stats *st, char *err, size_t errlen)
+{
+    memset(st, 0, sizeof *st);
+    return LOCKED(s, s->ops->callback_stats(s, st, err, errlen));
 }
 
 int store_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,

@@ -132,6 +132,9 @@ struct eval_record {
     char *error_message;
     bool cancel_requested;
     char *callbacks_json;      /* JSON array of delivery attempts, NULL = [] */
+    int callback_state;        /* enum store_callback_state (below) */
+    int callback_attempts;     /* webhook delivery attempts recorded so far */
+    int64_t callback_next_ns;  /* pending: when the next attempt is due; else 0 */
     int64_t event_seq;         /* seq of the latest status event */
     int64_t queue_position;    /* store_insert/store_get: 1-based place among
                                   queued (0 when not queued); list: 0 */
@@ -307,7 +310,8 @@ int store_submitter_queued(store_t *s, const char *submitter, int64_t *n, char *
 /* ---- retention, callbacks, events -------------------------------------------- */
 
 /* Delete finished evaluations whose finished time is older than age_s seconds
- * before now_ns (0 = now), with their events. Returns the count deleted. */
+ * before now_ns (0 = now), with their events; those whose webhook delivery is
+ * still pending are kept until it settles. Returns the count deleted. */
 int store_purge(store_t *s, int64_t age_s, int64_t now_ns, int64_t *deleted, char *err,
                 size_t errlen);
 
@@ -323,6 +327,58 @@ struct store_callback_delivery {
  * STORE_CALLBACKS_MAX kept; later ones are refused with -E2BIG). */
 int store_callback_record(store_t *s, const char *id, const struct store_callback_delivery *d,
                           char *err, size_t errlen);
+
+/* ---- the webhook outbox -------------------------------------------------------
+ *
+ * A finished evaluation with a callback_url owes one webhook delivery. The
+ * statement that writes the terminal status (finish, cancel of a queued
+ * evaluation, a requeue that ends it) also sets callback_state = pending and
+ * callback_next_ns = the finish time, in the same commit, so the debt survives
+ * kill -9 the moment the status does. Senders (callback.c) on any number of
+ * nodes claim a due delivery with a lease, exactly like workers claim
+ * evaluations, send one attempt, and settle it: the attempt is appended to
+ * callbacks and the state moves on (pending again with a later due time,
+ * delivered, or failed) in one statement, only if the claim is still theirs.
+ * A sender that dies mid-attempt leaves a lease that expires; the attempt is
+ * then sent again (at-least-once). */
+
+enum store_callback_state {
+    STORE_CALLBACK_NONE,      /* no callback_url, or not finished yet */
+    STORE_CALLBACK_PENDING,   /* an attempt is due at callback_next_ns */
+    STORE_CALLBACK_DELIVERED, /* a 2xx came back */
+    STORE_CALLBACK_FAILED     /* attempts exhausted, or refused for good */
+};
+/* "none", "pending", "delivered", "failed"; NULL out of range. */
+const char *store_callback_state_name(enum store_callback_state s);
+
+/* Claim the pending delivery due first (callback_next_ns <= now) whose lease
+ * is free or expired, for owner until now + lease_ms. out gets the full record;
+ * the claimed attempt is out->callback_attempts + 1. No two claimers get the
+ * same delivery while the lease lasts. -EAGAIN when nothing is due. */
+int store_callback_claim(store_t *s, const char *owner, int64_t lease_ms,
+                         struct eval_record *out, char *err, size_t errlen);
+
+/* Record attempt d->attempt of a delivery owner claimed, and what follows,
+ * in one commit: d is appended to callbacks (while fewer than
+ * STORE_CALLBACKS_MAX), callback_attempts = d->attempt, the lease is
+ * released and the state becomes next: PENDING (due again at next_ns > 0),
+ * DELIVERED or FAILED. -ESTALE when the delivery is no longer owner's claim
+ * for that attempt (settled already, or claimed by another after the lease
+ * expired), -ENOENT when the evaluation is gone. */
+int store_callback_settle(store_t *s, const char *id, const char *owner,
+                          const struct store_callback_delivery *d,
+                          enum store_callback_state next, int64_t next_ns, char *err,
+                          size_t errlen);
+
+/* Release every lease owner holds (a restarted node whose previous process
+ * died mid-attempt: the attempt is due again at once). Returns the count. */
+int store_callback_release(store_t *s, const char *owner, char *err, size_t errlen);
+
+struct store_callback_stats {
+    int64_t pending;      /* deliveries in state pending (claimed or not) */
+    int64_t next_due_ns;  /* earliest time one may be claimed; 0 = none pending */
+};
+int store_callback_stats(store_t *s, struct store_callback_stats *st, char *err, size_t errlen);
 
 struct store_event {
     int64_t seq;             /* 1, 2, ... per evaluation: the SSE event id */
@@ -377,6 +433,17 @@ struct store_ops {
      * already (store.c words the message) */
     int (*callback_record)(store_t *s, const char *id, const char *delivery_json, char *err,
                            size_t errlen);
+    /* -EAGAIN: nothing due */
+    int (*callback_claim)(store_t *s, const char *owner, int64_t lease_ms, int64_t now_ns,
+                          struct eval_record *out, char *err, size_t errlen);
+    /* next_ns 0 = NULL; state is "pending"/"delivered"/"failed"; no row
+     * matched: -ESTALE, or -ENOENT when the evaluation does not exist */
+    int (*callback_settle)(store_t *s, const char *id, const char *owner, int attempt,
+                           const char *delivery_json, const char *state, int64_t next_ns,
+                           char *err, size_t errlen);
+    int (*callback_release)(store_t *s, const char *owner, char *err, size_t errlen);
+    int (*callback_stats)(store_t *s, struct store_callback_stats *st, char *err,
+                          size_t errlen);
     /* no rows: -EAGAIN when the evaluation exists (store.c returns 0 for it),
      * -ENOENT when it does not */
     int (*events)(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
@@ -392,6 +459,9 @@ int store__why_not(const char *id, bool found, enum eval_status cur, int code,
  * attempt; -ESTALE with the words every backend uses. */
 int store__not_leased(const char *id, enum eval_status cur, const char *worker_id, int attempt,
                       char *err, size_t errlen);
+/* For backends: the callback_state column's text (NULL = none) as an enum
+ * store_callback_state value. */
+int store__callback_state_parse(const char *name);
 
 struct store {
     const struct store_ops *ops;

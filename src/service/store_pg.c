@@ -72,6 +72,10 @@ enum stmt_id {
     S_SUBMITTER_QUEUED,
     S_PURGE,
     S_CALLBACK,
+    S_CB_CLAIM,
+    S_CB_SETTLE,
+    S_CB_RELEASE,
+    S_CB_STATS,
     S_EVENTS,
     S_COUNT
 };
@@ -81,7 +85,8 @@ enum stmt_id {
     "args, files, limits, metadata, submitter, priority, idempotency_key, callback_url, "  \
     "traceparent, tracestate, created_ns, queued_ns, started_ns, finished_ns, attempts, "  \
     "max_attempts, worker_id, lease_expires_ns, result, error_reason, error_message, "     \
-    "cancel_requested, callbacks::text AS callbacks_text, event_seq"
+    "cancel_requested, callbacks::text AS callbacks_text, event_seq, callback_state, "      \
+    "callback_attempts, callback_next_ns"
 #define COLS_FULL                                                                          \
     "pos, id, status, language, code, length(code) AS code_len, stdin, "                   \
     "length(stdin) AS stdin_len, " COLS_TAIL
@@ -92,6 +97,13 @@ enum stmt_id {
 #define QPOS(e)                                                                            \
     "(SELECT count(*) FROM evaluations q WHERE q.status = 'queued' AND (q.priority > " e   \
     ".priority OR (q.priority = " e ".priority AND q.pos <= " e ".pos)))"
+/* Part of every statement that writes a terminal status: a row with a
+ * callback_url now owes a webhook, due at once (ts = the finish time). Same
+ * statement, same commit: the debt is as durable as the status. (The cancel
+ * and requeue statements spell it inside their own CASEs.) */
+#define CALLBACK_ARM(ts)                                                                   \
+    "callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, "       \
+    "callback_next_ns = CASE WHEN callback_url IS NULL THEN NULL ELSE " ts " END"
 /* Append the row's new event (after event_seq was bumped) from CTE `src`. */
 #define EVENT_FROM(src, ts)                                                                \
     "ev AS (INSERT INTO evaluation_events (eval_id, seq, status, ts_ns) "                  \
@@ -109,6 +121,10 @@ enum stmt_id {
     "error_message = CASE WHEN NOT cancel_requested AND attempts >= max_attempts "         \
     "THEN 'the worker running it was lost (no heartbeat or restarted) on each of ' || "    \
     "attempts || ' attempts' ELSE error_message END, "                                     \
+    "callback_state = CASE WHEN (cancel_requested OR attempts >= max_attempts) AND "       \
+    "callback_url IS NOT NULL THEN 'pending' ELSE callback_state END, "                    \
+    "callback_next_ns = CASE WHEN (cancel_requested OR attempts >= max_attempts) AND "     \
+    "callback_url IS NOT NULL THEN $2::bigint ELSE callback_next_ns END, "                 \
     "lease_expires_ns = NULL, event_seq = event_seq + 1 "
 #define REQUEUE_TAIL                                                                       \
     " RETURNING id, status, event_seq), " EVENT_FROM("r", "$2")                            \
@@ -151,8 +167,8 @@ static const char *const stmt_sql[S_COUNT] = {
                     "RETURNING cancel_requested",
     [S_FINISH] = "WITH f AS (UPDATE evaluations SET status = $4, result = $5, "
                  "error_reason = $6, error_message = $7, finished_ns = $8, "
-                 "lease_expires_ns = NULL, event_seq = event_seq + 1 WHERE id = $1 AND "
-                 "status = 'running' AND worker_id = $2 AND attempts = $3 "
+                 "lease_expires_ns = NULL, event_seq = event_seq + 1, " CALLBACK_ARM("$8::bigint")
+                 " WHERE id = $1 AND status = 'running' AND worker_id = $2 AND attempts = $3 "
                  "RETURNING id, status, event_seq), " EVENT_FROM("f", "$8")
                  " SELECT count(*) FROM f",
     [S_STATE] = "SELECT status, worker_id, attempts FROM evaluations WHERE id = $1",
@@ -160,7 +176,11 @@ static const char *const stmt_sql[S_COUNT] = {
                  "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, "
                  "finished_ns = CASE WHEN status = 'queued' THEN $2 ELSE finished_ns END, "
                  "event_seq = CASE WHEN status = 'queued' THEN event_seq + 1 "
-                 "ELSE event_seq END, cancel_requested = TRUE "
+                 "ELSE event_seq END, cancel_requested = TRUE, "
+                 "callback_state = CASE WHEN status = 'queued' AND callback_url IS NOT NULL "
+                 "THEN 'pending' ELSE callback_state END, "
+                 "callback_next_ns = CASE WHEN status = 'queued' AND callback_url IS NOT NULL "
+                 "THEN $2::bigint ELSE callback_next_ns END "
                  "WHERE id = $1 AND status IN ('queued', 'running') "
                  "RETURNING id, status, event_seq), "
                  "ev AS (INSERT INTO evaluation_events (eval_id, seq, status, ts_ns) "
@@ -179,9 +199,33 @@ static const char *const stmt_sql[S_COUNT] = {
                            "submitter = $1",
     [S_PURGE] = "DELETE FROM evaluations WHERE pos IN (SELECT pos FROM evaluations WHERE "
                 "finished_ns IS NOT NULL AND finished_ns < $1 AND "
-                "status NOT IN ('queued', 'running') LIMIT 500 FOR UPDATE SKIP LOCKED)",
+                "status NOT IN ('queued', 'running') AND "
+                "(callback_state IS NULL OR callback_state <> 'pending') "
+                "LIMIT 500 FOR UPDATE SKIP LOCKED)",
     [S_CALLBACK] = "UPDATE evaluations SET callbacks = callbacks || jsonb_build_array($2::jsonb) "
                    "WHERE id = $1 AND jsonb_array_length(callbacks) < $3",
+    /* the outbox (store.h): claimed like S_CLAIM, SKIP LOCKED so senders on
+     * several nodes split the due rows; the lease is checked again on the
+     * locked row */
+    [S_CB_CLAIM] = "UPDATE evaluations SET callback_lease_ns = $2, callback_owner = $3 "
+                   "WHERE pos = (SELECT pos FROM evaluations WHERE callback_state = 'pending' "
+                   "AND callback_next_ns <= $1 AND (callback_lease_ns IS NULL OR "
+                   "callback_lease_ns < $1) ORDER BY callback_next_ns LIMIT 1 "
+                   "FOR UPDATE SKIP LOCKED) AND callback_state = 'pending' AND "
+                   "(callback_lease_ns IS NULL OR callback_lease_ns < $1) RETURNING " COLS_FULL,
+    [S_CB_SETTLE] = "UPDATE evaluations SET callbacks = CASE WHEN "
+                    "jsonb_array_length(callbacks) < $7 THEN "
+                    "callbacks || jsonb_build_array($4::jsonb) ELSE callbacks END, "
+                    "callback_attempts = $3, callback_state = $5, callback_next_ns = $6, "
+                    "callback_lease_ns = NULL, callback_owner = NULL "
+                    "WHERE id = $1 AND callback_state = 'pending' AND callback_owner = $2 AND "
+                    "callback_attempts = $3::integer - 1",
+    [S_CB_RELEASE] = "UPDATE evaluations SET callback_lease_ns = NULL WHERE "
+                     "callback_state = 'pending' AND callback_owner = $1 AND "
+                     "callback_lease_ns IS NOT NULL",
+    [S_CB_STATS] = "SELECT count(*), min(GREATEST(callback_next_ns, "
+                   "coalesce(callback_lease_ns + 1, 0))) FROM evaluations "
+                   "WHERE callback_state = 'pending'",
     [S_EVENTS] = "SELECT seq, status, ts_ns FROM evaluation_events WHERE eval_id = $1 AND "
                  "seq > $2 ORDER BY seq LIMIT $3",
 };
@@ -195,6 +239,7 @@ static const bool stmt_repeatable[S_COUNT] = {
     [S_LIST_STATUS_SUBMITTER] = true,               [S_HEARTBEAT] = true,
     [S_FINISH] = true,      [S_STATE] = true,       [S_QUEUE_STATS] = true,
     [S_SUBMITTER_QUEUED] = true,                    [S_EVENTS] = true,
+    [S_CB_STATS] = true,
 };
 
 struct pg {
@@ -522,6 +567,12 @@ static int row_read(const struct pq_dl *pq, const PGresult *r, int row, struct e
     rec->cancel_requested = col_i64(pq, r, row, 29) != 0;
     rc |= col_dup(pq, r, row, 30, &rec->callbacks_json);
     rec->event_seq = col_i64(pq, r, row, 31);
+    char *cs = NULL;
+    rc |= col_dup(pq, r, row, 32, &cs);
+    rec->callback_state = store__callback_state_parse(cs);
+    free(cs);
+    rec->callback_attempts = (int)col_i64(pq, r, row, 33);
+    rec->callback_next_ns = col_i64(pq, r, row, 34);
     if (rc) {
         store_record_clear(rec);
         return -ENOMEM;
@@ -857,7 +908,7 @@ static int pg_get(store_t *s, const char *id, struct eval_record *out, char *err
     }
     rc = row_read(g->pq, r, 0, out, NULL);
     if (rc == 0)
-        out->queue_position = col_i64(g->pq, r, 0, 32);
+        out->queue_position = col_i64(g->pq, r, 0, 35);
     g->pq->clear(r);
     if (rc < 0)
         return err_set(err, errlen, rc, "out of memory reading %s", id);
@@ -1142,6 +1193,91 @@ static int pg_callback_record(store_t *s, const char *id, const char *delivery_j
     return why_not(g, id, -E2BIG, NULL, "record callback", err, errlen);
 }
 
+/* ---- the webhook outbox ---------------------------------------------------------- */
+
+static int pg_callback_claim(store_t *s, const char *owner, int64_t lease_ms, int64_t now,
+                             struct eval_record *out, char *err, size_t errlen)
+{
+    struct pg *g = PG(s);
+    struct params p = {0};
+    p_i64(&p, now);
+    p_i64(&p, now + lease_ms * 1000000);
+    p_text(&p, owner);
+    int rc;
+    PGresult *r = pg_run(g, S_CB_CLAIM, &p, &rc, "claim webhook", err, errlen);
+    if (!r)
+        return rc;
+    if (g->pq->ntuples(r) == 0) {
+        g->pq->clear(r);
+        return err_set(err, errlen, -EAGAIN, "no webhook delivery due");
+    }
+    rc = row_read(g->pq, r, 0, out, NULL);
+    g->pq->clear(r);
+    if (rc < 0) /* committed, but we cannot hand it over: the lease will expire */
+        return err_set(err, errlen, rc, "out of memory reading the claimed webhook");
+    return 0;
+}
+
+static int pg_callback_settle(store_t *s, const char *id, const char *owner, int attempt,
+                              const char *delivery_json, const char *state, int64_t next_ns,
+                              char *err, size_t errlen)
+{
+    struct pg *g = PG(s);
+    struct params p = {0};
+    p_text(&p, id);
+    p_text(&p, owner);
+    p_i64(&p, attempt);
+    p_text(&p, delivery_json);
+    p_text(&p, state);
+    if (next_ns)
+        p_i64(&p, next_ns);
+    else
+        p_text(&p, NULL);
+    p_i64(&p, STORE_CALLBACKS_MAX);
+    int rc;
+    PGresult *r = pg_run(g, S_CB_SETTLE, &p, &rc, "settle webhook", err, errlen);
+    if (!r)
+        return rc;
+    int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
+    g->pq->clear(r);
+    if (k == 1)
+        return 0;
+    rc = why_not(g, id, -ESTALE, NULL, "settle webhook", err, errlen);
+    if (rc == -ESTALE)
+        err_set(err, errlen, -ESTALE,
+                "settle webhook: attempt %d of evaluation %s is no longer claimed by %s",
+                attempt, id, owner);
+    return rc;
+}
+
+static int pg_callback_release(store_t *s, const char *owner, char *err, size_t errlen)
+{
+    struct pg *g = PG(s);
+    struct params p = {0};
+    p_text(&p, owner);
+    int rc;
+    PGresult *r = pg_run(g, S_CB_RELEASE, &p, &rc, "release webhook leases", err, errlen);
+    if (!r)
+        return rc;
+    int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
+    g->pq->clear(r);
+    return (int)k;
+}
+
+static int pg_callback_stats(store_t *s, struct store_callback_stats *cs, char *err,
+                             size_t errlen)
+{
+    struct pg *g = PG(s);
+    int rc;
+    PGresult *r = pg_run(g, S_CB_STATS, NULL, &rc, "webhook stats", err, errlen);
+    if (!r)
+        return rc;
+    cs->pending = col_i64(g->pq, r, 0, 0);
+    cs->next_due_ns = col_i64(g->pq, r, 0, 1); /* NULL when none: 0 */
+    g->pq->clear(r);
+    return 0;
+}
+
 static int pg_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
                      size_t cap, char *err, size_t errlen)
 {
@@ -1187,5 +1323,9 @@ const struct store_ops store_pg_ops = {
     .submitter_queued = pg_submitter_queued,
     .purge = pg_purge,
     .callback_record = pg_callback_record,
+    .callback_claim = pg_callback_claim,
+    .callback_settle = pg_callback_settle,
+    .callback_release = pg_callback_release,
+    .callback_stats = pg_callback_stats,
     .events = pg_events,
 };

@@ -67,6 +67,11 @@ enum stmt_id {
     S_SUBMITTER_QUEUED,
     S_PURGE,
     S_CALLBACK,
+    S_CB_PICK,
+    S_CB_LEASE,
+    S_CB_SETTLE,
+    S_CB_RELEASE,
+    S_CB_STATS,
     S_EVENTS,
     S_COUNT
 };
@@ -75,11 +80,18 @@ enum stmt_id {
     "args, files, limits, metadata, submitter, priority, idempotency_key, callback_url, "  \
     "traceparent, tracestate, created_ns, queued_ns, started_ns, finished_ns, attempts, "  \
     "max_attempts, worker_id, lease_expires_ns, result, error_reason, error_message, "     \
-    "cancel_requested, callbacks, event_seq"
+    "cancel_requested, callbacks, event_seq, callback_state, callback_attempts, "          \
+    "callback_next_ns"
 #define COLS_FULL "pos, id, status, language, code, length(code), stdin, length(stdin), " COLS_TAIL
 #define COLS_LIST "pos, id, status, language, NULL, length(code), NULL, length(stdin), " COLS_TAIL
 /* The next event of a row: bump event_seq and append (id, seq, status, ts). */
 #define EVENT_BUMP "event_seq = event_seq + 1"
+/* Part of every statement that writes a terminal status: a row with a
+ * callback_url now owes a webhook, due at once (ts = the finish time). Same
+ * statement, same commit: the debt is as durable as the status. */
+#define CALLBACK_ARM(ts)                                                                   \
+    "callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, "       \
+    "callback_next_ns = CASE WHEN callback_url IS NULL THEN NULL ELSE " ts " END"
 
 static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -122,9 +134,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_STATE] = "SELECT status, worker_id, attempts FROM evaluations WHERE id = ?1",
     [S_FINISH] = "UPDATE evaluations SET status = ?2, result = ?3, error_reason = ?4, "
                  "error_message = ?5, finished_ns = ?6, lease_expires_ns = NULL, " EVENT_BUMP
-                 " WHERE id = ?1 AND status = 'running'",
+                 ", " CALLBACK_ARM("?6") " WHERE id = ?1 AND status = 'running'",
     [S_CANCEL_QUEUED] = "UPDATE evaluations SET status = 'cancelled', finished_ns = ?2, "
-                        "cancel_requested = 1, " EVENT_BUMP
+                        "cancel_requested = 1, " EVENT_BUMP ", " CALLBACK_ARM("?2")
                         " WHERE id = ?1 AND status = 'queued'",
     [S_CANCEL_REQUEST] = "UPDATE evaluations SET cancel_requested = 1 WHERE id = ?1 AND "
                          "status = 'running'",
@@ -136,9 +148,9 @@ static const char *const stmt_sql[S_COUNT] = {
                   "lease_expires_ns = NULL, " EVENT_BUMP " WHERE id = ?1 AND status = 'running'",
     [S_LOSE] = "UPDATE evaluations SET status = 'error', error_reason = 'worker_lost', "
                "error_message = ?3, finished_ns = ?2, lease_expires_ns = NULL, " EVENT_BUMP
-               " WHERE id = ?1 AND status = 'running'",
+               ", " CALLBACK_ARM("?2") " WHERE id = ?1 AND status = 'running'",
     [S_CANCEL_RUNNING] = "UPDATE evaluations SET status = 'cancelled', finished_ns = ?2, "
-                         "lease_expires_ns = NULL, " EVENT_BUMP
+                         "lease_expires_ns = NULL, " EVENT_BUMP ", " CALLBACK_ARM("?2")
                          " WHERE id = ?1 AND status = 'running'",
     [S_COUNT_QUEUED] = "SELECT count(*), min(queued_ns) FROM evaluations WHERE status = 'queued'",
     [S_COUNT_RUNNING] = "SELECT count(*) FROM evaluations WHERE status = 'running'",
@@ -146,9 +158,29 @@ static const char *const stmt_sql[S_COUNT] = {
                            "submitter = ?1",
     [S_PURGE] = "DELETE FROM evaluations WHERE pos IN (SELECT pos FROM evaluations WHERE "
                 "finished_ns IS NOT NULL AND finished_ns < ?1 AND "
-                "status NOT IN ('queued', 'running') LIMIT 500)",
+                "status NOT IN ('queued', 'running') AND "
+                "(callback_state IS NULL OR callback_state <> 'pending') LIMIT 500)",
     [S_CALLBACK] = "UPDATE evaluations SET callbacks = json_insert(callbacks, '$[#]', json(?2)) "
                    "WHERE id = ?1 AND json_array_length(callbacks) < ?3",
+    /* the outbox (store.h): pick under BEGIN IMMEDIATE like S_CLAIM_PICK */
+    [S_CB_PICK] = "SELECT pos FROM evaluations WHERE callback_state = 'pending' AND "
+                  "callback_next_ns <= ?1 AND (callback_lease_ns IS NULL OR "
+                  "callback_lease_ns < ?1) ORDER BY callback_next_ns LIMIT 1",
+    [S_CB_LEASE] = "UPDATE evaluations SET callback_lease_ns = ?2, callback_owner = ?3 "
+                   "WHERE pos = ?1 AND callback_state = 'pending'",
+    [S_CB_SETTLE] = "UPDATE evaluations SET callbacks = CASE WHEN "
+                    "json_array_length(callbacks) < ?7 THEN "
+                    "json_insert(callbacks, '$[#]', json(?4)) ELSE callbacks END, "
+                    "callback_attempts = ?3, callback_state = ?5, callback_next_ns = ?6, "
+                    "callback_lease_ns = NULL, callback_owner = NULL "
+                    "WHERE id = ?1 AND callback_state = 'pending' AND callback_owner = ?2 AND "
+                    "callback_attempts = ?3 - 1",
+    [S_CB_RELEASE] = "UPDATE evaluations SET callback_lease_ns = NULL WHERE "
+                     "callback_state = 'pending' AND callback_owner = ?1 AND "
+                     "callback_lease_ns IS NOT NULL",
+    [S_CB_STATS] = "SELECT count(*), min(max(callback_next_ns, "
+                   "coalesce(callback_lease_ns + 1, 0))) FROM evaluations "
+                   "WHERE callback_state = 'pending'",
     [S_EVENTS] = "SELECT seq, status, ts_ns FROM evaluation_events WHERE eval_id = ?1 AND "
                  "seq > ?2 ORDER BY seq LIMIT ?3",
 };
@@ -368,6 +400,10 @@ static int row_read(sqlite3_stmt *st, struct eval_record *r, int64_t *pos)
     r->cancel_requested = col_i64(st, 29) != 0;
     rc |= col_dup(st, 30, &r->callbacks_json, NULL);
     r->event_seq = col_i64(st, 31);
+    r->callback_state =
+        store__callback_state_parse((const char *)dl()->column_text(st, 32));
+    r->callback_attempts = (int)col_i64(st, 33);
+    r->callback_next_ns = col_i64(st, 34);
     if (rc) {
         store_record_clear(r);
         return -ENOMEM;
@@ -1045,6 +1081,110 @@ static int sq_callback_record(store_t *s, const char *id, const char *delivery_j
     return why_not(q, id, -E2BIG, NULL, "record callback", err, errlen);
 }
 
+/* ---- the webhook outbox ---------------------------------------------------------- */
+
+static int sq_callback_claim(store_t *s, const char *owner, int64_t lease_ms, int64_t now,
+                             struct eval_record *out, char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    sqlite3_stmt *st;
+    int rc;
+    /* Senders poll: look first without the write lock, so an idle poll never
+     * stalls submits and claims behind BEGIN IMMEDIATE. */
+    TRY(sq_prep(q, S_CB_PICK, &st, err, errlen));
+    dl()->bind_int64(st, 1, now);
+    rc = sq_row(q, st, "pick due webhook", err, errlen);
+    if (rc <= 0)
+        return rc < 0 ? rc : err_set(err, errlen, -EAGAIN, "no webhook delivery due");
+    dl()->reset(st);
+    TRY(tx_begin(q, err, errlen)); /* the write lock before the pick: one claimer at a time */
+    if ((rc = sq_prep(q, S_CB_PICK, &st, err, errlen)) < 0)
+        return tx_abort(q, rc);
+    dl()->bind_int64(st, 1, now);
+    rc = sq_row(q, st, "pick due webhook", err, errlen);
+    if (rc <= 0) {
+        tx_abort(q, 0);
+        return rc < 0 ? rc : err_set(err, errlen, -EAGAIN, "no webhook delivery due");
+    }
+    int64_t pos = col_i64(st, 0);
+    dl()->reset(st);
+    if ((rc = sq_prep(q, S_CB_LEASE, &st, err, errlen)) < 0)
+        return tx_abort(q, rc);
+    dl()->bind_int64(st, 1, pos);
+    dl()->bind_int64(st, 2, now + lease_ms * 1000000);
+    bind_text(st, 3, owner);
+    if ((rc = sq_exec(q, st, "claim webhook", err, errlen)) < 0)
+        return tx_abort(q, rc);
+    if ((rc = sq_prep(q, S_GET_BY_POS, &st, err, errlen)) < 0)
+        return tx_abort(q, rc);
+    dl()->bind_int64(st, 1, pos);
+    rc = sq_row(q, st, "read claimed webhook", err, errlen);
+    if (rc <= 0)
+        return tx_abort(q, rc < 0 ? rc : err_set(err, errlen, -EIO, "claimed row vanished"));
+    rc = row_read(st, out, NULL);
+    dl()->reset(st);
+    if (rc < 0)
+        return tx_abort(q, err_set(err, errlen, rc, "out of memory"));
+    if ((rc = tx_commit(q, err, errlen)) < 0) {
+        store_record_clear(out);
+        return tx_abort(q, rc);
+    }
+    return 0;
+}
+
+static int sq_callback_settle(store_t *s, const char *id, const char *owner, int attempt,
+                              const char *delivery_json, const char *state, int64_t next_ns,
+                              char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    sqlite3_stmt *st;
+    TRY(sq_prep(q, S_CB_SETTLE, &st, err, errlen));
+    bind_text(st, 1, id);
+    bind_text(st, 2, owner);
+    dl()->bind_int(st, 3, attempt);
+    bind_text(st, 4, delivery_json);
+    bind_text(st, 5, state);
+    if (next_ns)
+        dl()->bind_int64(st, 6, next_ns);
+    else
+        dl()->bind_null(st, 6);
+    dl()->bind_int(st, 7, STORE_CALLBACKS_MAX);
+    TRY(sq_exec(q, st, "settle webhook", err, errlen));
+    if (dl()->changes(q->db) == 1)
+        return 0;
+    int rc = why_not(q, id, -ESTALE, NULL, "settle webhook", err, errlen);
+    if (rc == -ESTALE)
+        err_set(err, errlen, -ESTALE,
+                "settle webhook: attempt %d of evaluation %s is no longer claimed by %s",
+                attempt, id, owner);
+    return rc;
+}
+
+static int sq_callback_release(store_t *s, const char *owner, char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    sqlite3_stmt *st;
+    TRY(sq_prep(q, S_CB_RELEASE, &st, err, errlen));
+    bind_text(st, 1, owner);
+    TRY(sq_exec(q, st, "release webhook leases", err, errlen));
+    return dl()->changes(q->db);
+}
+
+static int sq_callback_stats(store_t *s, struct store_callback_stats *cs, char *err,
+                             size_t errlen)
+{
+    struct sq *q = SQ(s);
+    sqlite3_stmt *st;
+    TRY(sq_prep(q, S_CB_STATS, &st, err, errlen));
+    int rc = sq_row(q, st, "webhook stats", err, errlen);
+    if (rc < 0)
+        return rc;
+    cs->pending = col_i64(st, 0);
+    cs->next_due_ns = col_i64(st, 1); /* NULL when none: 0 */
+    dl()->reset(st);
+    return 0;
+}
+
 static int sq_events(store_t *s, const char *id, int64_t after_seq, struct store_event *ev,
                      size_t cap, char *err, size_t errlen)
 {
@@ -1089,5 +1229,9 @@ const struct store_ops store_sqlite_ops = {
     .submitter_queued = sq_submitter_queued,
     .purge = sq_purge,
     .callback_record = sq_callback_record,
+    .callback_claim = sq_callback_claim,
+    .callback_settle = sq_callback_settle,
+    .callback_release = sq_callback_release,
+    .callback_stats = sq_callback_stats,
     .events = sq_events,
 };

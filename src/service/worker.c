@@ -453,38 +453,18 @@ static void audit_and_log(struct worker_pool *pool, const struct eval_record *r,
         log_error(sec, "audit.append_failed", LOG_STR("eval_id", r->id), LOG_STR("error", err));
 }
 
+/* The commit of the terminal status made the webhook pending in the store
+ * (store.h "the webhook outbox"); wake the sender so it goes out now rather
+ * than at its next poll. */
 static void send_callback_rec(struct worker_pool *pool, const struct eval_record *rec)
 {
-    if (!pool->cb || !rec->callback_url)
-        return;
-    struct buf b;
-    char err[ERR_LEN];
-    buf_init(&b, NULL, 0, CALLBACK_BODY_MAX);
-    worker_record_json_fn fn = pool->o.record_json ? pool->o.record_json : callback_record_json;
-    int rc = fn(rec, &b);
-    if (rc == 0 && buf_ok(&b))
-        rc = callback_sender_enqueue(pool->cb, rec->id, rec->callback_url, b.data, b.len, err,
-                                     sizeof err);
-    else
-        snprintf(err, sizeof err, "cannot render the record (%d)", rc);
-    if (rc < 0 || !buf_ok(&b))
-        log_error(pool->lg, "callback.skipped", LOG_STR("eval_id", rec->id), LOG_STR("error", err));
-    buf_free(&b);
+    if (rec->callback_url)
+        callback_sender_notify(pool->cb);
 }
 
 static void send_callback(struct worker *w, const char *id)
 {
-    struct worker_pool *pool = w->pool;
-    if (!pool->cb)
-        return;
-    struct eval_record rec;
-    char err[ERR_LEN];
-    if (store_get(w->st, id, &rec, err, sizeof err) < 0) {
-        log_error(pool->lg, "callback.skipped", LOG_STR("eval_id", id), LOG_STR("error", err));
-        return;
-    }
-    send_callback_rec(pool, &rec);
-    store_record_clear(&rec);
+    callback_sender_notify(w->pool->cb);
 }
 
 static void after_requeue(struct worker_pool *pool, const char *id);
@@ -1168,7 +1148,9 @@ int worker_pool_start(const struct worker_options *opts, worker_pool_t **out, ch
                                   .allow_private = o->callback_allow_private,
                                   .attempts = o->callback_attempts,
                                   .timeout_ms = o->callback_timeout_ms,
-                                  .backoff_ms = o->callback_backoff_ms};
+                                  .backoff_ms = o->callback_backoff_ms,
+                                  .render = pool->o.record_json,
+                                  .owner = pool->node_id};
     if ((rc = callback_sender_start(&co, pool->db_url, &pool->cb, err, errlen)) < 0)
         goto fail;
     if (!o->no_recover && (rc = recover_node(pool, err, errlen)) < 0)
@@ -1302,7 +1284,7 @@ int worker_pool_stop(worker_pool_t *pool, int grace_s)
     int64_t now = (int64_t)time_now_ns();
     int abandoned = callback_sender_stop(pool->cb, deadline > now ? deadline : now);
     log_info(pool->lg, "worker.pool_stopped", LOG_INT("killed", killed),
-             LOG_INT("callbacks_abandoned", abandoned),
+             LOG_INT("callbacks_left_pending", abandoned),
              LOG_DOUBLE("duration_ms", (double)((int64_t)time_now_ns() - t0) / 1e6));
     pool_free(pool);
     return killed;

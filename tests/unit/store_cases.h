@@ -88,9 +88,10 @@ TEST(open_requires_a_migrated_schema)
     struct store_migration_state st[8];
     size_t n;
     ASSERT_EQ(store_migration_status(s, st, 8, &n, err, sizeof err), 0);
-    ASSERT_EQ(n, 1);
+    ASSERT_EQ(n, (size_t)store_schema_latest());
     ASSERT_EQ(st[0].applied_ns, 0);
     ASSERT_STREQ(st[0].name, "create_evaluations");
+    ASSERT_STREQ(st[1].name, "durable_webhook_deliveries");
     store_close(s);
 }
 TEST(migrations_apply_once_and_are_recorded)
@@ -173,7 +174,8 @@ TEST(cli_migrate_applies_then_reports_up_to_date)
     }
     ASSERT_MSG(rc == 0, "exit %d: %s", rc, out);
     ASSERT_CONTAINS(out, "applied 1 create_evaluations");
-    ASSERT_CONTAINS(out, "schema at version 1: 1 migration applied");
+    ASSERT_CONTAINS(out, "applied 2 durable_webhook_deliveries");
+    ASSERT_CONTAINS(out, "schema at version 2: 2 migrations applied");
     rc = run_cli(out, sizeof out, a1);
     ASSERT_MSG(rc == 0, "exit %d: %s", rc, out);
     ASSERT_CONTAINS(out, "up to date, nothing to apply");
@@ -182,13 +184,13 @@ TEST(cli_migrate_applies_then_reports_up_to_date)
     rc = run_cli(out, sizeof out, a2);
     ASSERT_MSG(rc == 0, "exit %d: %s", rc, out);
     ASSERT_CONTAINS(out, "create_evaluations");
-    ASSERT_CONTAINS(out, "schema at version 1 of 1, 0 pending");
+    ASSERT_CONTAINS(out, "schema at version 2 of 2, 0 pending");
     /* --status on a new database applies nothing. */
     const char *a3[] = {"migrate", "--db", db_url("cli2"), "--status", NULL};
     rc = run_cli(out, sizeof out, a3);
     ASSERT_MSG(rc == 0, "exit %d: %s", rc, out);
     ASSERT_CONTAINS(out, "pending");
-    ASSERT_CONTAINS(out, "schema at version 0 of 1, 1 pending");
+    ASSERT_CONTAINS(out, "schema at version 0 of 2, 2 pending");
     const char *a5[] = {"migrate", "--bogus", NULL};
     ASSERT_EQ(run_cli(out, sizeof out, a5), 2);
     const char *a6[] = {"migrate", "--db", NULL};
@@ -860,6 +862,361 @@ TEST(callback_deliveries_are_appended_and_bounded)
               -ENOENT);
     d.attempt = 0;
     ASSERT_EQ(store_callback_record(s, id, &d, err, sizeof err), -EINVAL);
+    store_close(s);
+}
+
+/* ---- the webhook outbox --------------------------------------------------------------- */
+
+/* Insert with a callback_url (or none), claim, finish with status. */
+static int finished_with_cb(store_t *s, const char *cb_url, enum eval_status status,
+                            char id[STORE_ID_LEN])
+{
+    struct eval_record r = rec("x", 0);
+    r.callback_url = (char *)cb_url;
+    TRY(store_insert(s, &r, id, NULL, NULL, err, sizeof err));
+    struct eval_record c;
+    TRY(store_claim(s, "w1", 60000, &c, err, sizeof err));
+    int attempt = c.attempts;
+    bool same = !strcmp(c.id, id);
+    store_record_clear(&c);
+    if (!same)
+        return -EIO;
+    struct store_outcome o = {.status = status, .error_reason = "sandbox_failed"};
+    return store_finish(s, id, "w1", attempt, &o, err, sizeof err);
+}
+
+static int cb_state_of(store_t *s, const char *id, int *attempts, int64_t *next_ns)
+{
+    struct eval_record g;
+    if (store_get(s, id, &g, err, sizeof err) < 0)
+        return -1;
+    int st = g.callback_state;
+    if (attempts)
+        *attempts = g.callback_attempts;
+    if (next_ns)
+        *next_ns = g.callback_next_ns;
+    store_record_clear(&g);
+    return st;
+}
+
+TEST(every_terminal_path_makes_a_webhook_pending)
+{
+    store_t *s = db_open("cbarm");
+    ASSERT(s);
+    const char *url = "http://127.0.0.1:9/hook";
+    char a[STORE_ID_LEN], b[STORE_ID_LEN], c[STORE_ID_LEN], d[STORE_ID_LEN], e[STORE_ID_LEN];
+    char f[STORE_ID_LEN];
+    int64_t t0 = (int64_t)time_now_ns();
+    /* finish */
+    ASSERT_EQ(finished_with_cb(s, url, EVAL_COMPLETED, a), 0);
+    ASSERT_EQ(finished_with_cb(s, NULL, EVAL_COMPLETED, b), 0);
+    int64_t next;
+    int n;
+    ASSERT_EQ(cb_state_of(s, a, &n, &next), STORE_CALLBACK_PENDING);
+    ASSERT_EQ(n, 0);
+    ASSERT(next >= t0 && next <= (int64_t)time_now_ns());
+    ASSERT_EQ(cb_state_of(s, b, NULL, NULL), STORE_CALLBACK_NONE);
+    /* cancel of a queued evaluation */
+    struct eval_record r = rec("x", 0);
+    r.callback_url = (char *)url;
+    ASSERT_EQ(store_insert(s, &r, c, NULL, NULL, err, sizeof err), 0);
+    ASSERT_EQ(cb_state_of(s, c, NULL, NULL), STORE_CALLBACK_NONE); /* not before the end */
+    enum eval_status st;
+    ASSERT_EQ(store_cancel(s, c, &st, err, sizeof err), 0);
+    ASSERT_EQ(st, EVAL_CANCELLED);
+    ASSERT_EQ(cb_state_of(s, c, NULL, NULL), STORE_CALLBACK_PENDING);
+    /* a requeue that ends it: worker_lost (max_attempts 1), and cancelled */
+    r.max_attempts = 1;
+    ASSERT_EQ(store_insert(s, &r, d, NULL, NULL, err, sizeof err), 0);
+    struct eval_record cl;
+    ASSERT_EQ(store_claim(s, "w9", 60000, &cl, err, sizeof err), 0);
+    ASSERT_STREQ(cl.id, d);
+    store_record_clear(&cl);
+    r.max_attempts = 0;
+    ASSERT_EQ(store_insert(s, &r, e, NULL, NULL, err, sizeof err), 0);
+    ASSERT_EQ(store_claim(s, "w9", 60000, &cl, err, sizeof err), 0);
+    ASSERT_STREQ(cl.id, e);
+    store_record_clear(&cl);
+    ASSERT_EQ(store_cancel(s, e, &st, err, sizeof err), 0);
+    ASSERT_EQ(st, EVAL_RUNNING);
+    ASSERT_EQ(cb_state_of(s, e, NULL, NULL), STORE_CALLBACK_NONE);
+    /* and a requeued one (attempts left) owes nothing yet */
+    ASSERT_EQ(store_insert(s, &r, f, NULL, NULL, err, sizeof err), 0);
+    ASSERT_EQ(store_claim(s, "w9", 60000, &cl, err, sizeof err), 0);
+    ASSERT_STREQ(cl.id, f);
+    store_record_clear(&cl);
+    struct store_requeue_counts rc;
+    ASSERT_EQ(store_requeue_worker(s, "w9", &rc, err, sizeof err), 3);
+    ASSERT_EQ(rc.lost, 1);
+    ASSERT_EQ(rc.cancelled, 1);
+    ASSERT_EQ(rc.requeued, 1);
+    ASSERT_EQ(cb_state_of(s, d, NULL, NULL), STORE_CALLBACK_PENDING);
+    ASSERT_EQ(cb_state_of(s, e, NULL, NULL), STORE_CALLBACK_PENDING);
+    ASSERT_EQ(cb_state_of(s, f, NULL, NULL), STORE_CALLBACK_NONE);
+    struct store_callback_stats cs;
+    ASSERT_EQ(store_callback_stats(s, &cs, err, sizeof err), 0);
+    ASSERT_EQ(cs.pending, 4);
+    ASSERT(cs.next_due_ns >= t0 && cs.next_due_ns <= (int64_t)time_now_ns());
+    store_close(s);
+}
+
+TEST(webhook_claims_are_leased_settled_once_and_released)
+{
+    store_t *s = db_open("cbclaim");
+    ASSERT(s);
+    char a[STORE_ID_LEN], b[STORE_ID_LEN];
+    ASSERT_EQ(finished_with_cb(s, "http://127.0.0.1:9/a", EVAL_COMPLETED, a), 0);
+    ASSERT_EQ(finished_with_cb(s, "http://127.0.0.1:9/b", EVAL_ERROR, b), 0);
+    struct eval_record g, h, x;
+    /* due first is claimed first; a claimed one is not claimed again */
+    ASSERT_EQ(store_callback_claim(s, "node-a", 60000, &g, err, sizeof err), 0);
+    ASSERT_STREQ(g.id, a);
+    ASSERT_EQ(g.callback_attempts, 0);
+    ASSERT_STREQ(g.callback_url, "http://127.0.0.1:9/a");
+    ASSERT_EQ(store_callback_claim(s, "node-b", 60000, &h, err, sizeof err), 0);
+    ASSERT_STREQ(h.id, b);
+    ASSERT_EQ(store_callback_claim(s, "node-b", 60000, &x, err, sizeof err), -EAGAIN);
+    struct store_callback_stats cs;
+    ASSERT_EQ(store_callback_stats(s, &cs, err, sizeof err), 0);
+    ASSERT_EQ(cs.pending, 2);
+    ASSERT(cs.next_due_ns > (int64_t)time_now_ns() + 50000000000ll); /* the leases */
+
+    /* attempt 1 of a failed: pending again, due later; only its owner settles */
+    struct store_callback_delivery d = {.attempt = 1, .ts_ns = (int64_t)time_now_ns(),
+                                        .http_status = 500, .duration_ms = 4, .error = "HTTP 500"};
+    int64_t due = (int64_t)time_now_ns() + 3600ll * 1000000000ll;
+    ASSERT_EQ(store_callback_settle(s, a, "node-b", &d, STORE_CALLBACK_PENDING, due, err,
+                                    sizeof err),
+              -ESTALE);
+    ASSERT_EQ(store_callback_settle(s, a, "node-a", &d, STORE_CALLBACK_PENDING, due, err,
+                                    sizeof err),
+              0);
+    ASSERT_EQ(store_callback_settle(s, a, "node-a", &d, STORE_CALLBACK_PENDING, due, err,
+                                    sizeof err),
+              -ESTALE); /* settled already: the claim is gone */
+    int n;
+    int64_t next;
+    ASSERT_EQ(cb_state_of(s, a, &n, &next), STORE_CALLBACK_PENDING);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(next, due);
+    ASSERT_EQ(store_callback_claim(s, "node-a", 60000, &x, err, sizeof err), -EAGAIN);
+    ASSERT_EQ(store_get(s, a, &x, err, sizeof err), 0);
+    ASSERT_CONTAINS(x.callbacks_json, "HTTP 500");
+    store_record_clear(&x);
+
+    /* node-b "crashed" holding b: its restart releases the lease, the attempt
+     * is due again at once; the attempt number is the same */
+    ASSERT_EQ(store_callback_release(s, "node-b", err, sizeof err), 1);
+    ASSERT_EQ(store_callback_release(s, "node-b", err, sizeof err), 0);
+    ASSERT_EQ(store_callback_claim(s, "node-c", 60000, &x, err, sizeof err), 0);
+    ASSERT_STREQ(x.id, b);
+    ASSERT_EQ(x.callback_attempts, 0);
+    store_record_clear(&x);
+    d.http_status = 200;
+    d.ok = true;
+    d.error = NULL;
+    ASSERT_EQ(store_callback_settle(s, b, "node-b", &d, STORE_CALLBACK_DELIVERED, 0, err,
+                                    sizeof err),
+              -ESTALE); /* the old claim lost it */
+    ASSERT_EQ(store_callback_settle(s, b, "node-c", &d, STORE_CALLBACK_DELIVERED, 0, err,
+                                    sizeof err),
+              0);
+    ASSERT_EQ(cb_state_of(s, b, &n, &next), STORE_CALLBACK_DELIVERED);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(next, 0);
+
+    /* an expired lease is claimable by anyone */
+    ASSERT_EQ(backend_exec("cbclaim", "UPDATE evaluations SET callback_next_ns = 1"), 0);
+    ASSERT_EQ(store_callback_claim(s, "node-c", 1, &x, err, sizeof err), 0);
+    ASSERT_STREQ(x.id, a);
+    ASSERT_EQ(x.callback_attempts, 1);
+    store_record_clear(&x);
+    usleep(5000);
+    ASSERT_EQ(store_callback_claim(s, "node-d", 60000, &x, err, sizeof err), 0);
+    ASSERT_STREQ(x.id, a);
+    store_record_clear(&x);
+    d.attempt = 2;
+    d.ok = false;
+    d.http_status = 0;
+    d.error = "connect refused";
+    ASSERT_EQ(store_callback_settle(s, a, "node-d", &d, STORE_CALLBACK_FAILED, 0, err,
+                                    sizeof err),
+              0);
+    ASSERT_EQ(cb_state_of(s, a, &n, NULL), STORE_CALLBACK_FAILED);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(store_callback_stats(s, &cs, err, sizeof err), 0);
+    ASSERT_EQ(cs.pending, 0);
+    ASSERT_EQ(cs.next_due_ns, 0);
+    ASSERT_EQ(store_callback_claim(s, "node-a", 60000, &x, err, sizeof err), -EAGAIN);
+
+    /* bad arguments */
+    ASSERT_EQ(store_callback_settle(s, a, "node-d", &d, STORE_CALLBACK_PENDING, 0, err,
+                                    sizeof err),
+              -EINVAL);
+    ASSERT_EQ(store_callback_settle(s, a, "node-d", &d, STORE_CALLBACK_NONE, 0, err, sizeof err),
+              -EINVAL);
+    ASSERT_EQ(store_callback_settle(s, "01ARZ3NDEKTSV4RRFFQ69G5FAV", "node-d", &d,
+                                    STORE_CALLBACK_FAILED, 0, err, sizeof err),
+              -ENOENT);
+    ASSERT_EQ(store_callback_claim(s, "", 60000, &x, err, sizeof err), -EINVAL);
+    ASSERT_EQ(store_callback_claim(s, "node-a", 0, &x, err, sizeof err), -EINVAL);
+    store_record_clear(&g);
+    store_record_clear(&h);
+    store_close(s);
+}
+
+TEST(purge_keeps_evaluations_whose_webhook_is_pending)
+{
+    store_t *s = db_open("cbpurge");
+    ASSERT(s);
+    char a[STORE_ID_LEN], b[STORE_ID_LEN];
+    ASSERT_EQ(finished_with_cb(s, "http://127.0.0.1:9/a", EVAL_COMPLETED, a), 0);
+    ASSERT_EQ(finished_with_cb(s, NULL, EVAL_COMPLETED, b), 0);
+    int64_t deleted = 0;
+    ASSERT_EQ(store_purge(s, 0, (int64_t)time_now_ns() + 1000, &deleted, err, sizeof err), 0);
+    ASSERT_EQ(deleted, 1);
+    ASSERT_EQ(cb_state_of(s, a, NULL, NULL), STORE_CALLBACK_PENDING);
+    struct eval_record x;
+    ASSERT_EQ(store_callback_claim(s, "n", 60000, &x, err, sizeof err), 0);
+    store_record_clear(&x);
+    struct store_callback_delivery d = {.attempt = 1, .ts_ns = 1, .http_status = 200, .ok = true};
+    ASSERT_EQ(store_callback_settle(s, a, "n", &d, STORE_CALLBACK_DELIVERED, 0, err, sizeof err),
+              0);
+    ASSERT_EQ(store_purge(s, 0, (int64_t)time_now_ns() + 1000, &deleted, err, sizeof err), 0);
+    ASSERT_EQ(deleted, 1); /* settled: now it goes */
+    ASSERT_EQ(count_status(s, -1), 0);
+    store_close(s);
+}
+
+/* Senders on four handles (four nodes) drain the outbox together: every
+ * delivery is claimed exactly once while its lease holds. */
+struct cb_drainer {
+    const char *url;
+    char owner[16];
+    int claimed;
+    char ids[64][STORE_ID_LEN];
+    int rc;
+};
+
+static void *cb_drain(void *arg)
+{
+    struct cb_drainer *d = arg;
+    store_t *s = NULL;
+    char e[ERR_LEN];
+    if ((d->rc = store_open(d->url, NULL, &s, e, sizeof e)) < 0)
+        return NULL;
+    for (;;) {
+        struct eval_record r;
+        int rc = store_callback_claim(s, d->owner, 60000, &r, e, sizeof e);
+        if (rc == -EAGAIN)
+            break;
+        if (rc < 0 || d->claimed >= 64) {
+            d->rc = rc < 0 ? rc : -E2BIG;
+            break;
+        }
+        snprintf(d->ids[d->claimed++], STORE_ID_LEN, "%s", r.id);
+        struct store_callback_delivery dl = {.attempt = r.callback_attempts + 1, .ts_ns = 1,
+                                             .http_status = 200, .ok = true};
+        rc = store_callback_settle(s, r.id, d->owner, &dl, STORE_CALLBACK_DELIVERED, 0, e,
+                                   sizeof e);
+        store_record_clear(&r);
+        if (rc < 0) {
+            d->rc = rc;
+            break;
+        }
+    }
+    store_close(s);
+    return NULL;
+}
+
+TEST(concurrent_senders_claim_each_delivery_once)
+{
+    store_t *s = db_open("cbconc");
+    ASSERT(s);
+    enum { N = 40, T = 4 };
+    char ids[N][STORE_ID_LEN];
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(finished_with_cb(s, "http://127.0.0.1:9/", EVAL_COMPLETED, ids[i]), 0);
+    static struct cb_drainer d[T];
+    pthread_t th[T];
+    static char url[512];
+    snprintf(url, sizeof url, "%s", db_url("cbconc"));
+    for (int t = 0; t < T; t++) {
+        memset(&d[t], 0, sizeof d[t]);
+        d[t].url = url;
+        snprintf(d[t].owner, sizeof d[t].owner, "node-%d", t);
+        ASSERT_EQ(pthread_create(&th[t], NULL, cb_drain, &d[t]), 0);
+    }
+    for (int t = 0; t < T; t++)
+        pthread_join(th[t], NULL);
+    int total = 0;
+    for (int t = 0; t < T; t++) {
+        ASSERT_MSG(d[t].rc == 0, "drainer %d: %d", t, d[t].rc);
+        total += d[t].claimed;
+    }
+    ASSERT_EQ(total, N);
+    for (int i = 0; i < N; i++) {
+        int seen = 0;
+        for (int t = 0; t < T; t++)
+            for (int k = 0; k < d[t].claimed; k++)
+                seen += !strcmp(d[t].ids[k], ids[i]);
+        ASSERT_MSG(seen == 1, "%s claimed %d times", ids[i], seen);
+        int n;
+        ASSERT_EQ(cb_state_of(s, ids[i], &n, NULL), STORE_CALLBACK_DELIVERED);
+        ASSERT_EQ(n, 1);
+    }
+    store_close(s);
+}
+
+/* A database migrated to version 1 by an older clearbox, with finished rows:
+ * version 2 settles them from their recorded attempts and resumes nothing. */
+TEST(migration_2_settles_rows_finished_before_it)
+{
+    struct store_options o = {.flags = STORE_OPEN_NO_CHECK};
+    store_t *s;
+    ASSERT_EQ(store_open(db_url("up"), &o, &s, err, sizeof err), 0);
+    store_close(s);
+    size_t nm;
+    const struct store_migration *m = store_migrations(&nm);
+    ASSERT(nm >= 2);
+    bool pg = !strcmp(BACKEND_NAME, "postgres");
+    ASSERT_EQ(backend_exec("up", pg ? m[0].postgres_sql : m[0].sqlite_sql), 0);
+    ASSERT_EQ(backend_exec("up", "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                                 "name TEXT NOT NULL, applied_ns BIGINT NOT NULL);"
+                                 "INSERT INTO schema_migrations VALUES (1, 'create_evaluations', 1)"),
+              0);
+    const char *ins =
+        pg ? "INSERT INTO evaluations (id, status, language, code, callback_url, created_ns, "
+             "queued_ns, finished_ns, callbacks, event_seq) VALUES "
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA1', 'completed', 'sh', 'x', 'http://h/', 1, 1, 2, "
+             "'[{\"attempt\":1,\"ok\":false},{\"attempt\":2,\"ok\":true}]', 1),"
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA2', 'error', 'sh', 'x', 'http://h/', 1, 1, 2, "
+             "'[{\"attempt\":1,\"ok\":false}]', 1),"
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA3', 'completed', 'sh', 'x', NULL, 1, 1, 2, '[]', 1),"
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA4', 'queued', 'sh', 'x', 'http://h/', 1, 1, NULL, "
+             "'[]', 1)"
+           : "INSERT INTO evaluations (id, status, language, code, callback_url, created_ns, "
+             "queued_ns, finished_ns, callbacks, event_seq) VALUES "
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA1', 'completed', 'sh', 'x', 'http://h/', 1, 1, 2, "
+             "'[{\"attempt\":1,\"ok\":false},{\"attempt\":2,\"ok\":true}]', 1),"
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA2', 'error', 'sh', 'x', 'http://h/', 1, 1, 2, "
+             "'[{\"attempt\":1,\"ok\":false}]', 1),"
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA3', 'completed', 'sh', 'x', NULL, 1, 1, 2, '[]', 1),"
+             "('01ARZ3NDEKTSV4RRFFQ69G5FA4', 'queued', 'sh', 'x', 'http://h/', 1, 1, NULL, "
+             "'[]', 1)";
+    ASSERT_EQ(backend_exec("up", ins), 0);
+    ASSERT_EQ(store_open(db_url("up"), NULL, &s, err, sizeof err), -EPROTO); /* not current */
+    s = db_open("up");
+    ASSERT(s);
+    int n;
+    ASSERT_EQ(cb_state_of(s, "01ARZ3NDEKTSV4RRFFQ69G5FA1", &n, NULL), STORE_CALLBACK_DELIVERED);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(cb_state_of(s, "01ARZ3NDEKTSV4RRFFQ69G5FA2", &n, NULL), STORE_CALLBACK_FAILED);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(cb_state_of(s, "01ARZ3NDEKTSV4RRFFQ69G5FA3", NULL, NULL), STORE_CALLBACK_NONE);
+    ASSERT_EQ(cb_state_of(s, "01ARZ3NDEKTSV4RRFFQ69G5FA4", NULL, NULL), STORE_CALLBACK_NONE);
+    struct eval_record x;
+    ASSERT_EQ(store_callback_claim(s, "n", 60000, &x, err, sizeof err), -EAGAIN);
     store_close(s);
 }
 

@@ -1,6 +1,7 @@
 /* test_callback.c - webhooks against a real HTTP receiver on loopback and a
  * real SQLite store: signature, retries with backoff, the SSRF guard (no
- * connection is made to a refused address), timeouts, shutdown. */
+ * connection is made to a refused address), timeouts, deliveries kept in
+ * the store across a stop and a new sender, two senders on one store. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
@@ -344,9 +345,22 @@ TEST(post_non_2xx_and_timeout)
     rx_stop(&rx);
 }
 
-/* ---- the sender: retries, recording, shutdown --------------------------------------- */
+/* ---- the sender: the store is its queue ------------------------------------------ */
 
-static int insert_eval(store_t *s, const char *cb_url, char id[STORE_ID_LEN])
+static store_t *open_store_named(const char *name, char *url, size_t urllen)
+{
+    snprintf(url, urllen, "sqlite:%s/%s", test_tmpdir(), name);
+    struct store_options o = {.flags = STORE_OPEN_MIGRATE};
+    store_t *s = NULL;
+    char err[ERR_LEN];
+    if (store_open(url, &o, &s, err, sizeof err) < 0)
+        fprintf(stderr, "    store_open: %s\n", err);
+    return s;
+}
+
+/* A finished evaluation with callback_url: inserted, claimed and finished
+ * through the store like a worker does, so its delivery is pending. */
+static int finished_eval(store_t *s, const char *cb_url, char id[STORE_ID_LEN])
 {
     struct eval_record r = {0};
     r.language = "python";
@@ -355,7 +369,59 @@ static int insert_eval(store_t *s, const char *cb_url, char id[STORE_ID_LEN])
     r.callback_url = (char *)cb_url;
     bool existed;
     char err[ERR_LEN];
-    return store_insert(s, &r, id, &existed, NULL, err, sizeof err);
+    int rc = store_insert(s, &r, id, &existed, NULL, err, sizeof err);
+    if (rc < 0)
+        return rc;
+    struct eval_record c;
+    if ((rc = store_claim(s, "test/w0", 60000, &c, err, sizeof err)) < 0)
+        return rc;
+    int attempt = c.attempts;
+    bool same = !strcmp(c.id, id);
+    store_record_clear(&c);
+    if (!same)
+        return -EIO;
+    struct store_outcome o = {.status = EVAL_COMPLETED, .result_json = "{\"exit_code\":0}"};
+    return store_finish(s, id, "test/w0", attempt, &o, err, sizeof err);
+}
+
+static int cb_state(store_t *s, const char *id, int *attempts)
+{
+    struct eval_record r;
+    char err[ERR_LEN];
+    if (store_get(s, id, &r, err, sizeof err) < 0)
+        return -1;
+    int st = r.callback_state;
+    if (attempts)
+        *attempts = r.callback_attempts;
+    store_record_clear(&r);
+    return st;
+}
+
+static bool wait_state(store_t *s, const char *id, int state, int timeout_ms)
+{
+    for (int i = 0; i < timeout_ms / 10; i++) {
+        if (cb_state(s, id, NULL) == state)
+            return true;
+        usleep(10000);
+    }
+    return cb_state(s, id, NULL) == state;
+}
+
+TEST(finish_makes_the_delivery_pending_in_the_same_commit)
+{
+    char db[512], err[ERR_LEN], id[STORE_ID_LEN], id2[STORE_ID_LEN];
+    store_t *s = open_store(db, sizeof db);
+    ASSERT(s);
+    ASSERT_EQ(finished_eval(s, "http://127.0.0.1:9/hook", id), 0);
+    ASSERT_EQ(finished_eval(s, NULL, id2), 0); /* no callback_url: nothing owed */
+    struct eval_record r;
+    ASSERT_EQ(store_get(s, id, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.callback_state, STORE_CALLBACK_PENDING);
+    ASSERT_EQ(r.callback_attempts, 0);
+    ASSERT_EQ(r.callback_next_ns, r.finished_ns);
+    store_record_clear(&r);
+    ASSERT_EQ(cb_state(s, id2, NULL), STORE_CALLBACK_NONE);
+    store_close(s);
 }
 
 TEST(sender_retries_until_success_and_records_attempts)
@@ -368,24 +434,25 @@ TEST(sender_retries_until_success_and_records_attempts)
     snprintf(url, sizeof url, "http://127.0.0.1:%d/hook", rx.port);
     store_t *s = open_store(db, sizeof db);
     ASSERT(s);
-    char id[STORE_ID_LEN];
-    ASSERT_EQ(insert_eval(s, url, id), 0);
 
     struct callback_options o = {.secret = SECRET,
                                  .secret_len = strlen(SECRET),
                                  .allow_private = true,
                                  .attempts = 5,
                                  .backoff_ms = 50,
-                                 .timeout_ms = 5000};
+                                 .timeout_ms = 5000,
+                                 .poll_ms = 60000}; /* only notify or due times wake it */
     callback_sender_t *cs;
     ASSERT_EQ(callback_sender_start(&o, db, &cs, err, sizeof err), 0);
-    const char *body = "{\"id\":\"abc\"}";
+    char id[STORE_ID_LEN];
+    ASSERT_EQ(finished_eval(s, url, id), 0);
     uint64_t t0 = time_mono_ns();
-    ASSERT_EQ(callback_sender_enqueue(cs, id, url, body, strlen(body), err, sizeof err), 0);
+    callback_sender_notify(cs);
     ASSERT(wait_count(&rx, 3, 20000));
     uint64_t ms = (time_mono_ns() - t0) / 1000000;
     /* backoff 50 ms then 100 ms (+-10%) */
     ASSERT_MSG(ms >= 130, "three attempts after %llu ms: no backoff?", (unsigned long long)ms);
+    ASSERT(wait_state(s, id, STORE_CALLBACK_DELIVERED, 5000));
     for (int i = 0; i < 200 && callback_sender_pending(cs) > 0; i++)
         usleep(10000);
     ASSERT_EQ(callback_sender_pending(cs), 0);
@@ -399,10 +466,18 @@ TEST(sender_retries_until_success_and_records_attempts)
         char want[HASH_SHA256_HEX];
         hash_hmac_sha256_hex(SECRET, strlen(SECRET), rx.req[i].body, rx.req[i].len, want);
         ASSERT(hash_equal(rx.req[i].sig + 7, want, 64));
+        /* the body is the record at that attempt: the attempts before it */
+        json_t *body = json_loads(rx.req[i].body, 0, NULL);
+        ASSERT_MSG(body, "body %d is not JSON", i);
+        ASSERT_STREQ(json_string_value(json_object_get(body, "id")), id);
+        ASSERT_EQ(json_array_size(json_object_get(body, "callbacks")), (size_t)i);
+        json_decref(body);
     }
 
     struct eval_record r;
     ASSERT_EQ(store_get(s, id, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.callback_attempts, 3);
+    ASSERT_EQ(r.callback_next_ns, 0);
     json_t *cbs = json_loads(r.callbacks_json ? r.callbacks_json : "null", 0, NULL);
     ASSERT_MSG(json_is_array(cbs) && json_array_size(cbs) == 3, "callbacks: %s",
                r.callbacks_json ? r.callbacks_json : "(null)");
@@ -423,40 +498,47 @@ TEST(sender_gives_up_after_attempts_and_on_refusal)
     ASSERT_EQ(rx_start(&rx), 0);
     for (int i = 0; i < RX_MAX; i++)
         rx.statuses[i] = 500;
-    char url[128], db[512], err[ERR_LEN];
+    char url[128], db[512], db2[512], err[ERR_LEN];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", rx.port);
     store_t *s = open_store(db, sizeof db);
     ASSERT(s);
     char id[STORE_ID_LEN], id2[STORE_ID_LEN];
-    ASSERT_EQ(insert_eval(s, url, id), 0);
-    ASSERT_EQ(insert_eval(s, "http://10.0.0.1/", id2), 0);
+    ASSERT_EQ(finished_eval(s, url, id), 0);
     struct callback_options o = {.allow_private = true, .attempts = 3, .backoff_ms = 20};
     callback_sender_t *cs;
     ASSERT_EQ(callback_sender_start(&o, db, &cs, err, sizeof err), 0);
-    ASSERT_EQ(callback_sender_enqueue(cs, id, url, "{}", 2, err, sizeof err), 0);
+    ASSERT(wait_state(s, id, STORE_CALLBACK_FAILED, 10000));
+    ASSERT_EQ(callback_sender_stop(cs, 0), 0);
+    ASSERT_EQ(rx_count(&rx), 3);
+    ASSERT_EQ(cb_state(s, id, NULL), STORE_CALLBACK_FAILED);
+
     /* refused by the guard once private addresses are not allowed: one
-     * recorded attempt, no retry */
+     * recorded attempt, no retry, and no connection (its own database, so
+     * the sender above could never try it) */
+    store_t *s2 = open_store_named("cb2.db", db2, sizeof db2);
+    ASSERT(s2);
+    ASSERT_EQ(finished_eval(s2, "http://10.0.0.1/", id2), 0);
     callback_sender_t *cs2;
     struct callback_options o2 = {.attempts = 3, .backoff_ms = 20};
-    ASSERT_EQ(callback_sender_start(&o2, db, &cs2, err, sizeof err), 0);
-    ASSERT_EQ(callback_sender_enqueue(cs2, id2, "http://10.0.0.1/", "{}", 2, err, sizeof err), 0);
-    for (int i = 0; i < 500 && (callback_sender_pending(cs) || callback_sender_pending(cs2)); i++)
-        usleep(10000);
-    ASSERT_EQ(callback_sender_stop(cs, 0), 0);
+    ASSERT_EQ(callback_sender_start(&o2, db2, &cs2, err, sizeof err), 0);
+    ASSERT(wait_state(s2, id2, STORE_CALLBACK_FAILED, 10000));
     ASSERT_EQ(callback_sender_stop(cs2, 0), 0);
-    ASSERT_EQ(rx_count(&rx), 3);
     struct eval_record r;
-    ASSERT_EQ(store_get(s, id2, &r, err, sizeof err), 0);
+    ASSERT_EQ(store_get(s2, id2, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.callback_attempts, 1);
     json_t *cbs = json_loads(r.callbacks_json ? r.callbacks_json : "null", 0, NULL);
     ASSERT_MSG(json_is_array(cbs) && json_array_size(cbs) == 1, "%s", r.callbacks_json);
     ASSERT_CONTAINS(json_string_value(json_object_get(json_array_get(cbs, 0), "error")), "private");
     json_decref(cbs);
     store_record_clear(&r);
+    store_close(s2);
     store_close(s);
     rx_stop(&rx);
 }
 
-TEST(sender_stop_abandons_what_cannot_run_before_the_deadline)
+/* A stop leaves the waiting retry in the store; a new sender (a restarted
+ * node) resumes it with the attempt count and the backoff it had. */
+TEST(sender_stop_leaves_pending_and_a_new_sender_resumes)
 {
     struct receiver rx;
     ASSERT_EQ(rx_start(&rx), 0);
@@ -466,22 +548,120 @@ TEST(sender_stop_abandons_what_cannot_run_before_the_deadline)
     store_t *s = open_store(db, sizeof db);
     ASSERT(s);
     char id[STORE_ID_LEN];
-    ASSERT_EQ(insert_eval(s, url, id), 0);
-    struct callback_options o = {.allow_private = true, .attempts = 5, .backoff_ms = 30000};
+    ASSERT_EQ(finished_eval(s, url, id), 0);
+    struct callback_options o = {.secret = SECRET,
+                                 .secret_len = strlen(SECRET),
+                                 .allow_private = true,
+                                 .attempts = 5,
+                                 .backoff_ms = 1500,
+                                 .owner = "node-a"};
     callback_sender_t *cs;
     ASSERT_EQ(callback_sender_start(&o, db, &cs, err, sizeof err), 0);
-    ASSERT_EQ(callback_sender_enqueue(cs, id, url, "{}", 2, err, sizeof err), 0);
     ASSERT(wait_count(&rx, 1, 10000));
-    usleep(50000);
+    int attempts = 0;
+    for (int i = 0; i < 500 && (cb_state(s, id, &attempts), attempts < 1); i++)
+        usleep(10000);
+    ASSERT_EQ(attempts, 1);
     uint64_t t0 = time_mono_ns();
     ASSERT_EQ(callback_sender_stop(cs, (int64_t)time_now_ns() + 200000000), 1);
-    ASSERT((time_mono_ns() - t0) / 1000000 < 5000); /* did not wait for the 30 s retry */
+    ASSERT((time_mono_ns() - t0) / 1000000 < 1000); /* did not wait for the retry */
+    ASSERT_EQ(rx_count(&rx), 1);
     struct eval_record r;
     ASSERT_EQ(store_get(s, id, &r, err, sizeof err), 0);
-    ASSERT_CONTAINS(r.callbacks_json, "abandoned at shutdown");
+    ASSERT_EQ(r.callback_state, STORE_CALLBACK_PENDING);
+    ASSERT_EQ(r.callback_attempts, 1);
+    ASSERT_MSG(r.callback_next_ns > (int64_t)time_now_ns(), "the retry is not in the future");
+    ASSERT_MSG(!strstr(r.callbacks_json, "abandoned"), "%s", r.callbacks_json);
+    store_record_clear(&r);
+
+    ASSERT_EQ(callback_sender_start(&o, db, &cs, err, sizeof err), 0);
+    ASSERT_EQ(callback_sender_pending(cs), 1); /* counted at start */
+    ASSERT(wait_state(s, id, STORE_CALLBACK_DELIVERED, 10000));
+    ASSERT_EQ(callback_sender_stop(cs, 0), 0);
+    ASSERT_EQ(rx_count(&rx), 2);
+    char want_delivery[64];
+    snprintf(want_delivery, sizeof want_delivery, "%s.2", id);
+    ASSERT_STREQ(rx.req[1].delivery, want_delivery);
+    char want[HASH_SHA256_HEX];
+    hash_hmac_sha256_hex(SECRET, strlen(SECRET), rx.req[1].body, rx.req[1].len, want);
+    ASSERT(hash_equal(rx.req[1].sig + 7, want, 64));
+    ASSERT_EQ(store_get(s, id, &r, err, sizeof err), 0);
+    json_t *cbs = json_loads(r.callbacks_json, 0, NULL);
+    ASSERT_MSG(json_array_size(cbs) == 2, "%s", r.callbacks_json);
+    ASSERT(json_is_true(json_object_get(json_array_get(cbs, 1), "ok")));
+    json_decref(cbs);
     store_record_clear(&r);
     store_close(s);
     rx_stop(&rx);
+}
+
+/* Two senders (two nodes) on one store: every delivery goes out once. */
+TEST(two_senders_deliver_each_evaluation_once)
+{
+    struct receiver rx;
+    ASSERT_EQ(rx_start(&rx), 0);
+    char url[128], db[512], err[ERR_LEN];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", rx.port);
+    store_t *s = open_store(db, sizeof db);
+    ASSERT(s);
+    enum { N = 12 };
+    char ids[N][STORE_ID_LEN];
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(finished_eval(s, url, ids[i]), 0);
+    struct callback_options a = {.allow_private = true, .threads = 3, .owner = "node-a"};
+    struct callback_options b = {.allow_private = true, .threads = 3, .owner = "node-b"};
+    callback_sender_t *ca, *cb;
+    ASSERT_EQ(callback_sender_start(&a, db, &ca, err, sizeof err), 0);
+    ASSERT_EQ(callback_sender_start(&b, db, &cb, err, sizeof err), 0);
+    for (int i = 0; i < N; i++)
+        ASSERT(wait_state(s, ids[i], STORE_CALLBACK_DELIVERED, 10000));
+    ASSERT_EQ(callback_sender_stop(ca, 0), 0);
+    ASSERT_EQ(callback_sender_stop(cb, 0), 0);
+    ASSERT_EQ(rx_count(&rx), N);
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++)
+            ASSERT_MSG(strcmp(rx.req[i].delivery, rx.req[j].delivery) != 0,
+                       "delivery %s sent twice", rx.req[i].delivery);
+    store_close(s);
+    rx_stop(&rx);
+}
+
+static int render_fails(const struct eval_record *r, struct buf *b)
+{
+    return -E2BIG;
+}
+
+TEST(a_record_that_cannot_be_rendered_fails_without_a_request)
+{
+    struct receiver rx;
+    ASSERT_EQ(rx_start(&rx), 0);
+    char url[128], db[512], err[ERR_LEN], id[STORE_ID_LEN];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", rx.port);
+    store_t *s = open_store(db, sizeof db);
+    ASSERT(s);
+    ASSERT_EQ(finished_eval(s, url, id), 0);
+    struct callback_options o = {.allow_private = true, .render = render_fails};
+    callback_sender_t *cs;
+    ASSERT_EQ(callback_sender_start(&o, db, &cs, err, sizeof err), 0);
+    ASSERT(wait_state(s, id, STORE_CALLBACK_FAILED, 10000));
+    ASSERT_EQ(callback_sender_stop(cs, 0), 0);
+    ASSERT_EQ(rx_count(&rx), 0);
+    struct eval_record r;
+    ASSERT_EQ(store_get(s, id, &r, err, sizeof err), 0);
+    ASSERT_CONTAINS(r.callbacks_json, "cannot render");
+    store_record_clear(&r);
+    store_close(s);
+    rx_stop(&rx);
+}
+
+TEST(sender_needs_the_store)
+{
+    char err[ERR_LEN];
+    struct callback_options o = {0};
+    callback_sender_t *cs = NULL;
+    ASSERT_EQ(callback_sender_start(&o, NULL, &cs, err, sizeof err), -EINVAL);
+    ASSERT(!cs);
+    ASSERT_CONTAINS(err, "store");
 }
 
 TEST(record_json_is_the_result_record_plus_service_fields)
