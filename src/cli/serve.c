@@ -148,6 +148,10 @@ static int cmd_serve(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* The sandbox spawner, while this process is still small and has one
+     * thread (see sandbox_spawner_start); only where workers will run. */
+    if (config_role_workers(&cfg) && sandbox_spawner_start(err, sizeof err) < 0)
+        fprintf(stderr, "clearbox serve: %s (sandboxes are cloned by the workers)\n", err);
 
     log_logger_t *lg = log_get("service");
     struct telemetry_options topts = {.submitters_max = (size_t)cfg.submitters_max};
@@ -285,6 +289,7 @@ out:
         worker_pool_stop(pool, 0);
     }
     audit_log_close(audit);
+    sandbox_spawner_stop();
     telemetry_shutdown();
     return ret;
 }

@@ -50,6 +50,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
@@ -115,6 +116,7 @@ struct nrun {
     pthread_mutex_t ev_lock;
     pid_t init_pid;
     int pidfd;
+    bool spawned; /* init is the spawner's child, not ours */
     int mntns_fd; /* init's mount namespace, held so that init's exit need not tear it down */
     int decided; /* a status decided by a limit/cancel, or -1 */
     bool killed; /* we killed the sandbox */
@@ -461,6 +463,25 @@ static void program_main(struct nrun *n, int ctl)
 {
     const struct sandbox_spec *spec = n->spec;
     cmark(n, CM_FORKED);
+    /* The program starts with what a shell would give it: no signal
+     * blocked (clearbox serve blocks SIGTERM/SIGINT in its threads) and no
+     * signal ignored (it ignores SIGPIPE; ignored ones survive execve). */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* the raw call: glibc's sigaction refuses the two real-time signals it
+     * reserves for itself, and those can be ignored too */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } ksa, kdfl = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP &&
+            syscall(SYS_rt_sigaction, sig, NULL, &ksa, sizeof ksa.mask) == 0 &&
+            ksa.handler == SIG_IGN)
+            syscall(SYS_rt_sigaction, sig, &kdfl, NULL, sizeof kdfl.mask);
     close(n->status_p[1]);
     CK(ctl, dup2(n->stdin_fd, 0), "dup2 stdin");
     CK(ctl, dup2(n->out_p[1], 1), "dup2 stdout");
@@ -740,6 +761,490 @@ static int init_main(struct nrun *n)
         if (w < 0 && errno == ECHILD)
             _exit(1);
     }
+}
+
+/* ======================================================================
+ * The spawner (clearbox serve).
+ *
+ * Cloning init from the service process copies the page tables of a large,
+ * many-threaded process, and every page any of its threads then writes
+ * while init lives takes a copy-on-write fault: measured, about a third of
+ * the service's own CPU per evaluation. So the service forks a small,
+ * single-threaded spawner at startup, before it has threads or a database,
+ * and from then on asks it to clone each init. Everything else (maps,
+ * cgroups, supervision, teardown) stays in the worker, which gets init's
+ * pid and a pidfd back; init is the spawner's child, so the worker waits on
+ * the pidfd instead of waitpid.
+ *
+ * One request: "S" + SCM_RIGHTS [memfd, ctl, out, err, status, stdin], the
+ * memfd holding what init needs (spawn_blob_*: paths, limits, argv, env,
+ * the program's files, the seccomp program); the answer "P<pid>" +
+ * SCM_RIGHTS [pidfd], or "E<errno>". Requests are serialised by a mutex
+ * (a clone takes ~0.1 ms). The spawner dies with the service
+ * (PR_SET_PDEATHSIG) and init with the spawner; if the spawner is gone, the
+ * worker clones init itself, as `clearbox run` always does.
+ * ==================================================================== */
+#define SPAWN_MAGIC 0x63627370u /* "cbsp" */
+#define SPAWN_NFDS 6
+
+struct blob {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void blob_put(struct blob *b, const void *d, size_t len)
+{
+    if (b->oom)
+        return;
+    if (b->len + len > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + len)
+            nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, d, len);
+    b->len += len;
+}
+
+static void blob_u64(struct blob *b, uint64_t v) { blob_put(b, &v, sizeof v); }
+
+/* a byte string (NULL and "" differ: length UINT64_MAX for NULL) */
+static void blob_bytes(struct blob *b, const void *d, size_t len)
+{
+    blob_u64(b, d ? (uint64_t)len : UINT64_MAX);
+    if (d)
+        blob_put(b, d, len);
+}
+
+/* a C string, stored with its NUL */
+static void blob_str(struct blob *b, const char *s) { blob_bytes(b, s, s ? strlen(s) + 1 : 0); }
+
+struct rd {
+    const char *p;
+    size_t left;
+    bool bad;
+};
+
+static uint64_t rd_u64(struct rd *r)
+{
+    uint64_t v = 0;
+    if (r->bad || r->left < sizeof v) {
+        r->bad = true;
+        return 0;
+    }
+    memcpy(&v, r->p, sizeof v);
+    r->p += sizeof v;
+    r->left -= sizeof v;
+    return v;
+}
+
+static const char *rd_bytes(struct rd *r, size_t *len)
+{
+    uint64_t n = rd_u64(r);
+    *len = 0;
+    if (r->bad || n == UINT64_MAX)
+        return NULL;
+    if (n > r->left) {
+        r->bad = true;
+        return NULL;
+    }
+    const char *s = r->p;
+    r->p += n;
+    r->left -= n;
+    *len = (size_t)n;
+    return s;
+}
+
+static const char *rd_str(struct rd *r)
+{
+    size_t n;
+    const char *s = rd_bytes(r, &n);
+    if (s && (n == 0 || s[n - 1] != '\0')) {
+        r->bad = true;
+        return NULL;
+    }
+    return s;
+}
+
+/* What init reads from n, in the order spawn_blob_read expects it. */
+static int spawn_blob_write(const struct nrun *n, struct blob *b)
+{
+    const struct sandbox_spec *spec = n->spec;
+    blob_u64(b, SPAWN_MAGIC);
+    blob_u64(b, (uint64_t)n->unpriv | (uint64_t)n->ws_in_init << 1 | (uint64_t)n->have_prog << 2);
+    blob_put(b, &n->r->limits, sizeof n->r->limits);
+    blob_str(b, n->sd);
+    blob_str(b, n->ws);
+    blob_str(b, n->root);
+    blob_str(b, n->work);
+    blob_str(b, n->tmp);
+    blob_str(b, n->rootfs);
+    blob_str(b, spec->code_name);
+    blob_bytes(b, spec->code, spec->code ? spec->code_len : 0);
+    size_t nf = spec->nfiles < SANDBOX_FILES_MAX ? spec->nfiles : SANDBOX_FILES_MAX;
+    blob_u64(b, nf);
+    for (size_t i = 0; i < nf; i++) {
+        blob_str(b, spec->files[i].name);
+        blob_bytes(b, spec->files[i].data ? spec->files[i].data : "", spec->files[i].len);
+        blob_u64(b, spec->files[i].executable);
+    }
+    size_t na = 0;
+    while (spec->argv[na])
+        na++;
+    blob_u64(b, na);
+    for (size_t i = 0; i < na; i++)
+        blob_str(b, spec->argv[i]);
+    size_t ne = 0;
+    while (n->envp[ne])
+        ne++;
+    blob_u64(b, ne);
+    for (size_t i = 0; i < ne; i++)
+        blob_str(b, n->envp[i]);
+    blob_bytes(b, n->have_prog ? (const void *)n->prog.insns : NULL,
+               n->have_prog ? n->prog.len * sizeof *n->prog.insns : 0);
+    return b->oom ? -ENOMEM : 0;
+}
+
+/* The spawner's side: rebuild an nrun (and the spec and limits it points
+ * to) from the blob. Storage is static or malloc'd and kept until the next
+ * request: init, a fork, has its own copy. */
+static int spawn_blob_read(const char *p, size_t len, struct nrun *n)
+{
+    static struct sandbox_spec spec;
+    static struct sandbox_result res;
+    static const char *argv[4096];
+    static struct sandbox_file files[SANDBOX_FILES_MAX];
+    static struct sock_filter *insns;
+    struct rd r = {p, len, false};
+    memset(n, 0, sizeof *n);
+    memset(&spec, 0, sizeof spec);
+    memset(&res, 0, sizeof res);
+    n->spec = &spec;
+    n->r = &res;
+    if (rd_u64(&r) != SPAWN_MAGIC)
+        return -EPROTO;
+    uint64_t fl = rd_u64(&r);
+    n->unpriv = fl & 1;
+    n->ws_in_init = (fl >> 1) & 1;
+    n->have_prog = (fl >> 2) & 1;
+    if (r.left < sizeof res.limits)
+        return -EPROTO;
+    memcpy(&res.limits, r.p, sizeof res.limits);
+    r.p += sizeof res.limits;
+    r.left -= sizeof res.limits;
+    struct {
+        char *dst;
+        size_t n;
+    } paths[] = {{n->sd, sizeof n->sd},     {n->ws, sizeof n->ws},     {n->root, sizeof n->root},
+                 {n->work, sizeof n->work}, {n->tmp, sizeof n->tmp}, {n->rootfs, sizeof n->rootfs}};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        const char *s = rd_str(&r);
+        if (!s || strlen(s) >= paths[i].n)
+            return -EPROTO;
+        memcpy(paths[i].dst, s, strlen(s) + 1);
+    }
+    spec.code_name = rd_str(&r);
+    spec.code = rd_bytes(&r, &spec.code_len);
+    uint64_t nf = rd_u64(&r);
+    if (nf > SANDBOX_FILES_MAX)
+        return -EPROTO;
+    for (uint64_t i = 0; i < nf; i++) {
+        files[i].name = rd_str(&r);
+        files[i].data = rd_bytes(&r, &files[i].len);
+        files[i].executable = rd_u64(&r) != 0;
+        if (!files[i].name || !files[i].data)
+            return -EPROTO;
+    }
+    spec.files = files;
+    spec.nfiles = (size_t)nf;
+    uint64_t na = rd_u64(&r);
+    if (na == 0 || na >= sizeof argv / sizeof argv[0])
+        return -EPROTO;
+    for (uint64_t i = 0; i < na; i++)
+        if (!(argv[i] = rd_str(&r)))
+            return -EPROTO;
+    argv[na] = NULL;
+    spec.argv = argv;
+    uint64_t ne = rd_u64(&r);
+    if (ne >= sizeof n->envp / sizeof n->envp[0])
+        return -EPROTO;
+    for (uint64_t i = 0; i < ne; i++)
+        if (!(n->envp[i] = rd_str(&r)))
+            return -EPROTO;
+    n->envp[ne] = NULL;
+    size_t pl;
+    const char *prog = rd_bytes(&r, &pl);
+    if (r.bad ||
+        (n->have_prog && (!prog || !pl || pl % sizeof *insns || pl / sizeof *insns > 0xffff)))
+        return -EPROTO;
+    if (n->have_prog) {
+        free(insns); /* the previous request's (its init has its own copy) */
+        if (!(insns = malloc(pl)))
+            return -ENOMEM;
+        memcpy(insns, prog, pl);
+        n->prog.insns = insns;
+        n->prog.len = (unsigned short)(pl / sizeof *insns);
+    }
+    n->decided = -1;
+    n->lock_fd = n->pidfd = n->mntns_fd = -1;
+    return 0;
+}
+
+static int recv_fds(int sock, char *msg, size_t max, int *fds, size_t maxfds, size_t *nfds)
+{
+    struct iovec iov = {.iov_base = msg, .iov_len = max};
+    union {
+        char b[CMSG_SPACE(sizeof(int) * SPAWN_NFDS)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                        .msg_controllen = sizeof u.b};
+    *nfds = 0;
+    ssize_t len;
+    while ((len = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    if (len < 0)
+        return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *cf = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < k; i++) {
+            if (*nfds < maxfds)
+                fds[(*nfds)++] = cf[i];
+            else
+                close(cf[i]);
+        }
+    }
+    return (int)len;
+}
+
+static void spawner_serve_one(int sock)
+{
+    char msg[16];
+    int fds[SPAWN_NFDS];
+    size_t nfds;
+    int len = recv_fds(sock, msg, sizeof msg, fds, SPAWN_NFDS, &nfds);
+    if (len <= 0)
+        _exit(0); /* the service closed its end (or is gone): so are we */
+    int e = 0, pidfd = -1;
+    pid_t pid = -1;
+    void *map = MAP_FAILED;
+    struct stat st;
+    static struct nrun nn;
+    if (msg[0] != 'S' || nfds != SPAWN_NFDS || fstat(fds[0], &st) < 0 || st.st_size <= 0)
+        e = EPROTO;
+    if (!e && (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fds[0], 0)) ==
+                  MAP_FAILED)
+        e = errno;
+    if (!e)
+        e = -spawn_blob_read(map, (size_t)st.st_size, &nn);
+    if (!e) {
+        nn.ctl[1] = fds[1];
+        nn.out_p[1] = fds[2];
+        nn.err_p[1] = fds[3];
+        nn.status_p[1] = fds[4];
+        nn.stdin_fd = fds[5];
+        nn.ctl[0] = nn.out_p[0] = nn.err_p[0] = nn.status_p[0] = -1;
+        pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_PIDFD |
+                                            SIGCHLD,
+                             0, &pidfd, 0, 0);
+        if (pid == 0)
+            init_main(&nn);
+        if (pid < 0)
+            e = errno;
+    }
+    if (map != MAP_FAILED)
+        munmap(map, (size_t)st.st_size);
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    char rep[32];
+    int rl = e ? snprintf(rep, sizeof rep, "E%d", e) : snprintf(rep, sizeof rep, "P%d", (int)pid);
+    int pass[1] = {pidfd};
+    struct iovec iov = {.iov_base = rep, .iov_len = (size_t)rl};
+    union {
+        char b[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (!e) {
+        mh.msg_control = u.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), pass, sizeof pass);
+    }
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && pid > 0)
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0); /* nobody will watch it */
+    if (pidfd >= 0)
+        close(pidfd);
+}
+
+static void spawner_main(int sock) __attribute__((noreturn));
+static void spawner_main(int sock)
+{
+    for (;;) {
+        /* reap the inits of finished sandboxes (the workers watch them
+         * through pidfds; only their exit status is left for us) */
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        struct pollfd pf = {.fd = sock, .events = POLLIN};
+        int pr = poll(&pf, 1, 200);
+        if (pr < 0 && errno != EINTR)
+            _exit(1);
+        if (pr > 0)
+            spawner_serve_one(sock);
+    }
+}
+
+static struct {
+    pthread_mutex_t mu;
+    int sock; /* our end, -1: none (or it died) */
+    pid_t pid;
+} spw = {PTHREAD_MUTEX_INITIALIZER, -1, -1};
+
+int sandbox_spawner_start(char *err, size_t errlen)
+{
+    if (geteuid() != 0)
+        return 0; /* unprivileged: init must map our own uid, clone it ourselves */
+    pthread_mutex_lock(&spw.mu);
+    if (spw.sock >= 0) {
+        pthread_mutex_unlock(&spw.mu);
+        return 0;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        pthread_mutex_unlock(&spw.mu);
+        return err_sys(err, errlen, -errno, "spawner socketpair");
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(sv[0]);
+        close(sv[1]);
+        pthread_mutex_unlock(&spw.mu);
+        return err_sys(err, errlen, -e, "fork the spawner");
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (getppid() != parent)
+            _exit(0);
+        prctl(PR_SET_NAME, "clearbox-spawn", 0, 0, 0);
+        /* keep our socket (as fd 3) and stdio; nothing else of the service */
+        if (dup3(sv[1], 3, O_CLOEXEC) < 0)
+            _exit(1);
+        syscall(SYS_close_range, 4u, ~0u, 0u);
+        if (send(3, "R", 1, MSG_NOSIGNAL) != 1) /* ready */
+            _exit(1);
+        spawner_main(3);
+    }
+    close(sv[1]);
+    char ready = 0;
+    struct pollfd pf = {.fd = sv[0], .events = POLLIN};
+    if (poll(&pf, 1, 5000) != 1 || recv(sv[0], &ready, 1, 0) != 1 || ready != 'R') {
+        close(sv[0]);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pthread_mutex_unlock(&spw.mu);
+        return err_set(err, errlen, -ECHILD, "the sandbox spawner did not start");
+    }
+    spw.sock = sv[0];
+    spw.pid = pid;
+    pthread_mutex_unlock(&spw.mu);
+    return 0;
+}
+
+void sandbox_spawner_stop(void)
+{
+    pthread_mutex_lock(&spw.mu);
+    if (spw.sock >= 0) {
+        close(spw.sock); /* the spawner sees EOF and exits */
+        spw.sock = -1;
+        waitpid(spw.pid, NULL, 0);
+        spw.pid = -1;
+    }
+    pthread_mutex_unlock(&spw.mu);
+}
+
+/* Ask the spawner for init. Returns its pid (and *pidfd), -ENOTCONN when
+ * there is no spawner (the caller clones itself), or another -errno. */
+static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
+{
+    if (spw.sock < 0) /* unlocked peek: it only ever goes from >= 0 to -1 */
+        return -ENOTCONN;
+    struct blob b = {0};
+    int rc = spawn_blob_write(n, &b);
+    int mfd = -1;
+    if (rc == 0 && ((mfd = memfd_create("clearbox-spawn", MFD_CLOEXEC)) < 0 ||
+                    write_all_fd(mfd, b.p, b.len) < 0))
+        rc = -errno;
+    free(b.p);
+    if (rc < 0) {
+        if (mfd >= 0)
+            close(mfd);
+        return err_set(err, errlen, rc, "prepare the spawn request");
+    }
+    int fds[SPAWN_NFDS] = {mfd, n->ctl[1], n->out_p[1], n->err_p[1], n->status_p[1], n->stdin_fd};
+    pthread_mutex_lock(&spw.mu);
+    if (spw.sock < 0) {
+        pthread_mutex_unlock(&spw.mu);
+        close(mfd);
+        return -ENOTCONN;
+    }
+    char payload = 'S';
+    struct iovec iov = {.iov_base = &payload, .iov_len = 1};
+    union {
+        char b[CMSG_SPACE(sizeof fds)];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                        .msg_controllen = sizeof u.b};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    char rep[32];
+    int got[1];
+    size_t ngot = 0;
+    int len = -EPIPE;
+    if (sendmsg(spw.sock, &mh, MSG_NOSIGNAL) == 1)
+        len = recv_fds(spw.sock, rep, sizeof rep - 1, got, 1, &ngot);
+    if (len <= 0) {
+        /* the spawner is gone: from now on every worker clones itself */
+        close(spw.sock);
+        spw.sock = -1;
+        pthread_mutex_unlock(&spw.mu);
+        close(mfd);
+        for (size_t i = 0; i < ngot; i++)
+            close(got[i]);
+        return -ENOTCONN;
+    }
+    pthread_mutex_unlock(&spw.mu);
+    close(mfd);
+    rep[len] = '\0';
+    if (rep[0] == 'P' && ngot == 1) {
+        *pidfd = got[0];
+        return (pid_t)atoi(rep + 1);
+    }
+    for (size_t i = 0; i < ngot; i++)
+        close(got[i]);
+    int e = rep[0] == 'E' ? atoi(rep + 1) : EPROTO;
+    errno = e > 0 ? e : EPROTO;
+    return -errno;
 }
 
 /* ======================================================================
@@ -1081,10 +1586,21 @@ static void decide(struct nrun *n, enum sandbox_status s)
         n->decided = (int)s;
 }
 
+/* SIGKILL to init (whose death takes the pid namespace along). Through the
+ * pidfd: init may be the spawner's child, reaped behind our back, and a
+ * pid alone could then name a new process. */
+static void kill_init(struct nrun *n)
+{
+    if (n->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, n->pidfd, SIGKILL, NULL, 0);
+    else if (n->init_pid > 0 && !n->spawned)
+        kill(n->init_pid, SIGKILL);
+}
+
 static void kill_all(struct nrun *n)
 {
     if (n->init_pid > 0)
-        kill(n->init_pid, SIGKILL);
+        kill_init(n);
     n->killed = true;
 }
 
@@ -1749,22 +2265,30 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     /* user, pid and mount namespaces here; init unshares the network (the
      * costly one: ~0.4 ms), IPC and UTS namespaces itself, in parallel with
      * our cgroup work. They are owned by the new user namespace either way. */
-    pid_t pid =
-        (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0);
+    pid_t pid = n->cmarks ? -ENOTCONN : spawner_clone(n, &n->pidfd, e2, sizeof e2);
+    if (pid > 0) {
+        n->spawned = true; /* the spawner's child: watched through the pidfd */
+    } else if (pid == -ENOTCONN) {
+        pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | SIGCHLD, 0, 0,
+                             0, 0);
+        if (pid == 0)
+            init_main(n);
+        if (pid < 0)
+            pid = -errno;
+        else
+            n->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    }
     if (pid < 0) {
-        rc = sandbox__fail(r, -errno, "namespace_failed", err, errlen, "%s",
-                           clone_failure(errno, e2, sizeof e2));
+        rc = sandbox__fail(r, pid, "namespace_failed", err, errlen, "%s",
+                           clone_failure(-pid, e2, sizeof e2));
         goto out;
     }
-    if (pid == 0)
-        init_main(n);
     n->init_pid = pid;
     close_fd(&n->ctl[1]);
     close_fd(&n->out_p[1]);
     close_fd(&n->err_p[1]);
     close_fd(&n->status_p[1]);
     close_fd(&n->stdin_fd);
-    n->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     {
         char mp[64];
         snprintf(mp, sizeof mp, "/proc/%d/ns/mnt", (int)pid);
@@ -1890,13 +2414,18 @@ out:;
     /* teardown: always, whatever happened above */
     uint64_t t_td = time_mono_ns();
     if (n->init_pid > 0 && (!n->t_exec || !n->prog_done))
-        kill(n->init_pid, SIGKILL);
+        kill_init(n);
     /* The supervisor's thread winds down while init is still exiting (see
      * supervise()) and we reap it: the two wake-ups overlap. A call still
      * pending in the sandbox then fails (ENOSYS), never passes; init's exit
      * kills whatever could still make one. */
     netwatch_stop_request(n->nw);
-    if (n->init_pid > 0) {
+    if (n->init_pid > 0 && n->spawned) {
+        /* the spawner reaps it; its pidfd becomes readable when it is gone */
+        struct pollfd pf = {.fd = n->pidfd, .events = POLLIN};
+        while (poll(&pf, 1, -1) < 0 && errno == EINTR)
+            ;
+    } else if (n->init_pid > 0) {
         int st;
         while (waitpid(n->init_pid, &st, 0) < 0 && errno == EINTR)
             ;

@@ -165,6 +165,17 @@ struct sandbox_control {
  * beside the runs' (the service's node locks) use the same rule. */
 void sandbox_state_dir_default(char *out, size_t n);
 
+/* Fork a small single-threaded helper that clones every later sandbox's
+ * init (the native engine; docs/sandbox.md "The spawner"). For a long-lived
+ * process that runs many sandboxes from many threads (clearbox serve): call
+ * it early, before threads and big allocations, since cloning init from a
+ * large threaded process costs about 1 ms per sandbox in page-table copies
+ * and copy-on-write faults. Optional: without it (or after it died) the
+ * engine clones init itself. As root only; unprivileged it does nothing.
+ * 0 or -errno (err says why). */
+int sandbox_spawner_start(char *err, size_t errlen);
+void sandbox_spawner_stop(void);
+
 void sandbox_control_init(struct sandbox_control *c);
 void sandbox_control_kill(struct sandbox_control *c);
 bool sandbox_control_killed(struct sandbox_control *c);

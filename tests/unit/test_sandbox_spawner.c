@@ -1,0 +1,351 @@
+/* test_sandbox_spawner.c - the sandbox spawner (clearbox serve's way of
+ * cloning init, docs/sandbox.md "The spawner") against real namespaces and
+ * cgroups: the same results as a direct clone, init really is the spawner's
+ * child, kills and failures through it leave nothing behind, and the engine
+ * falls back to cloning init itself when the spawner is gone.
+ *
+ * Its own binary: once started, the spawner serves every sandbox_run() of
+ * the process (each test runs in its own forked child and starts its own).
+ * Needs root (skips otherwise). */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sandbox/sandbox.h"
+#include "test.h"
+
+static bool need_root(void)
+{
+    if (geteuid() != 0) {
+        test_skip("needs root (namespaces, cgroups)");
+        return false;
+    }
+    return true;
+}
+
+static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
+static const char *py_argv[] = {"/usr/bin/python3", "/work/main.py", NULL};
+
+static void spec_of(struct sandbox_spec *s, const char *lang, const char *code)
+{
+    memset(s, 0, sizeof *s);
+    bool py = !strcmp(lang, "python");
+    s->language = lang;
+    s->code = code;
+    s->code_len = strlen(code);
+    s->code_name = py ? "main.py" : "main.sh";
+    s->argv = py ? py_argv : sh_argv;
+}
+
+/* The pid of our child named clearbox-spawn, or -1. */
+static pid_t spawner_pid(void)
+{
+    char p[128], kids[4096];
+    snprintf(p, sizeof p, "/proc/self/task/%d/children", (int)getpid());
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(kids, 1, sizeof kids - 1, f);
+    fclose(f);
+    kids[n] = '\0';
+    for (char *sv = NULL, *t = strtok_r(kids, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv)) {
+        char comm[64] = "";
+        snprintf(p, sizeof p, "/proc/%s/comm", t);
+        FILE *c = fopen(p, "r");
+        if (c) {
+            if (fgets(comm, sizeof comm, c))
+                comm[strcspn(comm, "\n")] = '\0';
+            fclose(c);
+        }
+        if (!strcmp(comm, "clearbox-spawn"))
+            return (pid_t)atoi(t);
+    }
+    return -1;
+}
+
+/* How many children the process has right now. */
+static int children_of(pid_t pid)
+{
+    char p[128], kids[4096];
+    snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(kids, 1, sizeof kids - 1, f);
+    fclose(f);
+    kids[n] = '\0';
+    int k = 0;
+    for (char *sv = NULL, *t = strtok_r(kids, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
+        k++;
+    return k;
+}
+
+static bool leftovers(const char *id, char *what, size_t n)
+{
+    char p[512];
+    struct stat st;
+    snprintf(p, sizeof p, "/run/clearbox/%s", id);
+    if (stat(p, &st) == 0) {
+        snprintf(what, n, "%s", p);
+        return true;
+    }
+    static const char *const h[] = {"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"};
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
+        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/clearbox/%s", h[i], id);
+        if (stat(p, &st) == 0) {
+            snprintf(what, n, "%s", p);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Start the spawner of this test's process; false (a failure) if it
+ * cannot be started or is not there. */
+static bool spawner_up(void)
+{
+    char err[256];
+    if (sandbox_spawner_start(err, sizeof err) < 0) {
+        test__fail(__FILE__, __LINE__, "sandbox_spawner_start: %s", err);
+        return false;
+    }
+    if (spawner_pid() <= 0) {
+        test__fail(__FILE__, __LINE__, "no clearbox-spawn child after sandbox_spawner_start");
+        return false;
+    }
+    return true;
+}
+
+struct bg {
+    struct sandbox_spec s;
+    struct sandbox_result r;
+    int rc;
+};
+
+static void *bg_run(void *arg)
+{
+    struct bg *b = arg;
+    char err[256];
+    b->rc = sandbox_run(&b->s, &b->r, err, sizeof err);
+    return NULL;
+}
+
+TEST(start_forks_one_small_spawner)
+{
+    if (!need_root())
+        return;
+    char err[256];
+    ASSERT_EQ(spawner_pid(), -1);
+    ASSERT_EQ(sandbox_spawner_start(err, sizeof err), 0);
+    ASSERT_EQ(sandbox_spawner_start(err, sizeof err), 0); /* idempotent */
+    pid_t sp = spawner_pid();
+    ASSERT_MSG(sp > 0, "no clearbox-spawn child");
+    ASSERT_EQ(children_of(sp), 0);
+}
+
+/* The program, its files, stdin, environment and limits reach init through
+ * the spawner's memfd exactly as through a direct clone. */
+TEST(runs_programs_like_a_direct_clone)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    struct sandbox_spec s;
+    spec_of(&s, "python",
+            "import os,sys\nprint(os.getuid(), os.getcwd(), open('data.bin','rb').read().hex())\n"
+            "print(sys.stdin.read().strip(), sorted(k for k in os.environ))\n"
+            "print(os.access('tool.sh', os.X_OK), sys.argv[1:])\n");
+    static const char *argv[] = {"/usr/bin/python3", "/work/main.py", "a b", "", NULL};
+    s.argv = argv;
+    s.eval_id = "t-spawn-runs";
+    s.stdin_data = "from-stdin\n";
+    s.stdin_len = strlen(s.stdin_data);
+    s.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const char *env[] = {"FOO=bar", NULL};
+    s.env = env;
+    static const char bin[] = {0, 1, 2, (char)0xff};
+    struct sandbox_file f[2] = {{"data.bin", bin, sizeof bin, false},
+                                {"tool.sh", "#!/bin/sh\n", 10, true}};
+    s.files = f;
+    s.nfiles = 2;
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    ASSERT_STREQ(r.out.data, "1000 /work 000102ff\n"
+                             "from-stdin ['FOO', 'HOME', 'LANG', 'PATH', 'TRACEPARENT']\n"
+                             "True ['a b', '']\n");
+    ASSERT(r.res.cpu_seconds > 0);
+    ASSERT(r.res.memory_peak_mb > 0);
+    ASSERT_EQ(strlen(r.seccomp_sha256), 64);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-spawn-runs", what, sizeof what), "left behind: %s", what);
+    sandbox_result_free(&r);
+}
+
+/* While a sandbox runs, its init is the spawner's child, not ours. */
+TEST(init_is_the_spawners_child)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    int before = children_of(getpid());
+    struct bg b;
+    spec_of(&b.s, "sh", "sleep 1\n");
+    b.s.eval_id = "t-spawn-child";
+    pthread_t th;
+    pthread_create(&th, NULL, bg_run, &b);
+    int seen = 0;
+    for (int i = 0; i < 80 && !seen; i++) {
+        usleep(10000);
+        seen = children_of(sp);
+    }
+    int ours = children_of(getpid());
+    pthread_join(th, NULL);
+    ASSERT_MSG(seen >= 1, "the spawner had no child while the sandbox ran");
+    ASSERT_EQ(ours, before); /* no init of ours */
+    ASSERT_EQ(b.rc, 0);
+    ASSERT_EQ(b.r.status, SANDBOX_COMPLETED);
+    sandbox_result_free(&b.r);
+}
+
+/* The program starts with no signal blocked or ignored, although this
+ * process (like clearbox serve) blocks SIGTERM and ignores SIGPIPE. */
+TEST(program_gets_default_signals)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    void (*oldpipe)(int) = signal(SIGPIPE, SIG_IGN);
+    void (*oldrt)(int) = signal(SIGRTMIN + 1, SIG_IGN);
+    struct sandbox_spec s;
+    spec_of(&s, "sh", "grep -E '^Sig(Blk|Ign)' /proc/self/status\n");
+    s.eval_id = "t-spawn-signals";
+    struct sandbox_result r;
+    char err[256];
+    int rc = sandbox_run(&s, &r, err, sizeof err);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    signal(SIGPIPE, oldpipe);
+    signal(SIGRTMIN + 1, oldrt);
+    ASSERT_EQ(rc, 0);
+    ASSERT_STREQ(r.out.data, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    sandbox_result_free(&r);
+}
+
+TEST(timeout_through_the_spawner)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    struct sandbox_spec s;
+    spec_of(&s, "sh", "trap '' TERM INT; while :; do sleep 1; done\n");
+    s.limits.wall_timeout_ms = 300;
+    s.eval_id = "t-spawn-timeout";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_TIMEOUT);
+    ASSERT_EQ(r.signal, SIGKILL);
+    ASSERT_MSG(r.execute_ms < 800, "timeout took %.1f ms", r.execute_ms);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-spawn-timeout", what, sizeof what), "left behind: %s", what);
+    sandbox_result_free(&r);
+    /* the spawner reaps its inits: no zombie stays for long */
+    pid_t sp = spawner_pid();
+    int k = -1;
+    for (int i = 0; i < 100 && k != 0; i++) {
+        usleep(10000);
+        k = children_of(sp);
+    }
+    ASSERT_EQ(k, 0);
+}
+
+TEST(setup_failure_through_the_spawner_fails_closed)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    struct sandbox_spec s;
+    spec_of(&s, "sh", "echo never\n");
+    static const char *bad[] = {"/usr/bin/no-such-interpreter", "/work/main.sh", NULL};
+    s.argv = bad;
+    s.eval_id = "t-spawn-fail";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT(sandbox_run(&s, &r, err, sizeof err) < 0);
+    ASSERT_EQ(r.status, SANDBOX_ERROR);
+    ASSERT_CONTAINS(r.error_message, "execve");
+    ASSERT_EQ(r.out.len, 0);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-spawn-fail", what, sizeof what), "left behind: %s", what);
+    sandbox_result_free(&r);
+}
+
+TEST(concurrent_runs_through_one_spawner)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    struct bg b[4];
+    pthread_t th[4];
+    char ids[4][32];
+    for (int i = 0; i < 4; i++) {
+        spec_of(&b[i].s, "sh", "echo \"$((6 * 7))\"\n");
+        snprintf(ids[i], sizeof ids[i], "t-spawn-conc-%d", i);
+        b[i].s.eval_id = ids[i];
+        pthread_create(&th[i], NULL, bg_run, &b[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(b[i].rc, 0);
+        ASSERT_EQ(b[i].r.status, SANDBOX_COMPLETED);
+        ASSERT_STREQ(b[i].r.out.data, "42\n");
+        sandbox_result_free(&b[i].r);
+    }
+}
+
+/* A dead spawner (killed from outside) costs one failed request; the engine
+ * then clones init itself, and says nothing to the caller. */
+TEST(dead_spawner_falls_back_to_a_direct_clone)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    ASSERT_EQ(kill(sp, SIGKILL), 0);
+    int st;
+    ASSERT_EQ(waitpid(sp, &st, 0), sp);
+    struct sandbox_spec s;
+    spec_of(&s, "sh", "echo fallback\n");
+    s.eval_id = "t-spawn-fallback";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    ASSERT_STREQ(r.out.data, "fallback\n");
+    sandbox_result_free(&r);
+    sandbox_spawner_stop(); /* its socket is already closed: a no-op */
+    char what[512];
+    ASSERT_MSG(!leftovers("t-spawn-fallback", what, sizeof what), "left behind: %s", what);
+}
+
+TEST(stop_ends_the_spawner)
+{
+    if (!need_root())
+        return;
+    char err[256];
+    ASSERT_EQ(sandbox_spawner_start(err, sizeof err), 0);
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    sandbox_spawner_stop();
+    ASSERT_EQ(spawner_pid(), -1);
+    ASSERT(kill(sp, 0) < 0);
+}
