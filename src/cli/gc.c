@@ -2,6 +2,7 @@
  * directories and their workspace mounts, per-evaluation cgroups with their
  * processes) and say what was removed. Live runs are never touched: each
  * holds a lock on its state directory. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,9 +18,17 @@ static int cmd_gc(int argc, char **argv)
         const char *v = NULL;
         bool bad = false;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            char sd[PATH_MAX];
+            sandbox_state_dir_default(sd, sizeof sd);
             printf("usage: clearbox gc [--state-dir DIR] [--cgroup-parent NAME]\n"
-                   "Remove state directories, workspace mounts and cgroups left by crashed runs\n"
-                   "(defaults: /run/clearbox, clearbox). Prints one line per removed item.\n");
+                   "Remove state directories, workspace mounts and cgroups left by crashed runs.\n"
+                   "Prints one line per removed item.\n"
+                   "  --state-dir DIR       default: the one runs use: /run/clearbox as root;\n"
+                   "                        otherwise $XDG_RUNTIME_DIR/clearbox (when it is the\n"
+                   "                        user's own directory), else /tmp/clearbox-<uid>;\n"
+                   "                        for this user now: %s\n"
+                   "  --cgroup-parent NAME  default: clearbox\n",
+                   sd);
             return 0;
         } else if (cli_opt(argc, argv, &i, "--state-dir", &v, &bad)) {
             state = v;

@@ -203,7 +203,15 @@ static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
 int sandbox_gc(const char *state_dir, const char *cgroup_parent, struct buf *report, char *err,
                size_t errlen)
 {
-    const char *sd = state_dir ? state_dir : SANDBOX_STATE_DIR_DEFAULT;
+    /* The same default a run uses (root: /run/clearbox; otherwise
+     * $XDG_RUNTIME_DIR/clearbox or /tmp/clearbox-<uid>), so gc looks where
+     * this user's crashed runs left their state (the engine's buffer size). */
+    char sdbuf[PATH_MAX / 4];
+    const char *sd = state_dir;
+    if (!sd) {
+        sandbox_state_dir_default(sdbuf, sizeof sdbuf);
+        sd = sdbuf;
+    }
     const char *parent = cgroup_parent ? cgroup_parent : SANDBOX_CGROUP_PARENT_DEFAULT;
     /* cgroups first: whether a populated cgroup's owner died is read from
      * its state directory, which gc_state then removes */

@@ -54,6 +54,19 @@ struct rate_slot {
     uint64_t last_ns;
 };
 
+/* /readyz's checks, in the order of its response. */
+enum { READY_DATABASE, READY_WORKERS, READY_SANDBOX, READY_QUEUE, READY_NCHECKS };
+
+/* What the service log last said about one readiness check: a probe every
+ * few seconds logs a failing check when it starts failing, when its reason
+ * changes and once a minute while it lasts, not on every probe. */
+struct ready_log {
+    bool failing;
+    uint64_t at_ns;         /* when the failure was last logged */
+    char why[ERR_LEN + 16]; /* and with which reason */
+};
+#define READY_LOG_REPEAT_NS (60ull * 1000000000ull)
+
 struct api {
     struct service_config cfg;
     struct validate_bounds bounds;
@@ -81,6 +94,7 @@ struct api {
     bool sandbox_set, sandbox_ok;
     char sandbox_why[ERR_LEN + 16];
     atomic_bool quiescing;
+    struct ready_log ready_log[READY_NCHECKS]; /* under state_mu */
 
     /* admission */
     pthread_mutex_t rate_mu;
@@ -1078,6 +1092,8 @@ static void route_events(struct api *a, const struct http_request *req, const ch
 
 /* ---- health, readiness, metrics ------------------------------------------------------ */
 
+static bool authorized(struct api *a, const struct http_request *req);
+
 /* For SQLite, the file must still be where the URL says (an open connection
  * keeps working on an unlinked file, hiding a lost database). */
 static bool sqlite_file_present(const char *url, char *why, size_t whylen)
@@ -1095,7 +1111,54 @@ static bool sqlite_file_present(const char *url, char *why, size_t whylen)
     return false;
 }
 
-static void route_readyz(struct api *a, struct http_response *resp)
+/* Log a readiness check's state change (see struct ready_log): the detailed
+ * reason goes to the operator's log, where /readyz without a token does not
+ * show it. */
+static void ready_log_check(struct api *a, int check, const char *name, bool ok, const char *why)
+{
+    uint64_t now = time_mono_ns();
+    pthread_mutex_lock(&a->state_mu);
+    struct ready_log *l = &a->ready_log[check];
+    bool log_fail = false, log_ok = false;
+    if (!ok) {
+        log_fail = !l->failing || strcmp(l->why, why) != 0 || now - l->at_ns >= READY_LOG_REPEAT_NS;
+        if (log_fail) {
+            l->at_ns = now;
+            snprintf(l->why, sizeof l->why, "%s", why);
+        }
+    } else {
+        log_ok = l->failing;
+    }
+    l->failing = !ok;
+    pthread_mutex_unlock(&a->state_mu);
+    if (log_fail)
+        log_warning(a->log, "readiness.check_failed", LOG_STR("check", name),
+                    LOG_STR("message", why));
+    else if (log_ok)
+        log_info(a->log, "readiness.check_recovered", LOG_STR("check", name));
+}
+
+/* One check's "message". A passing check keeps its informational text
+ * (fixed wording of ours: engine and cgroup mode, "no workers ..."). A
+ * failing check's reason can name a database user, host, socket or file
+ * path: an authenticated request (any request when the service has no token,
+ * as for the other routes) gets it, an unauthenticated one a generic text;
+ * the service log always has it (ready_log_check). */
+static void ready_message(struct json *w, bool ok, const char *generic, const char *why,
+                          bool details)
+{
+    if (ok || details) {
+        if (why[0])
+            json_kv_str(w, "message", why);
+        else if (!ok)
+            json_kv_str(w, "message", generic);
+        return;
+    }
+    json_kv_str(w, "message", generic);
+}
+
+static void route_readyz(struct api *a, const struct http_request *req,
+                         struct http_response *resp)
 {
     char dbwhy[ERR_LEN] = "", wwhy[256] = "", swhy[ERR_LEN + 16] = "";
     struct store_queue_stats qs = {0};
@@ -1132,6 +1195,19 @@ static void route_readyz(struct api *a, struct http_response *resp)
     bool q_ok = !(a->cfg.queue_stall_s > 0 && oldest_s > a->cfg.queue_stall_s && qs.running == 0);
     bool quiescing = atomic_load(&a->quiescing);
     bool ready = db_ok && w_ok && sb_ok && q_ok && !quiescing;
+    char qwhy[160] = "";
+    if (!q_ok)
+        snprintf(qwhy, sizeof qwhy,
+                 "the oldest queued evaluation has waited %.0f s (queue_stall_s %d) and no "
+                 "evaluation is running",
+                 oldest_s, a->cfg.queue_stall_s);
+
+    ready_log_check(a, READY_DATABASE, "database", db_ok, dbwhy);
+    ready_log_check(a, READY_WORKERS, "workers", w_ok, wwhy);
+    /* a pending self-check is not a failure to log */
+    ready_log_check(a, READY_SANDBOX, "sandbox", sb_ok || !sb_set, swhy);
+    ready_log_check(a, READY_QUEUE, "queue", q_ok, qwhy);
+    bool details = authorized(a, req);
 
     char storage[2048];
     struct buf b;
@@ -1146,8 +1222,7 @@ static void route_readyz(struct api *a, struct http_response *resp)
     json_obj_open(&w);
     json_kv_bool(&w, "ok", db_ok);
     json_kv_str(&w, "backend", store_backend_name(s));
-    if (!db_ok)
-        json_kv_str(&w, "message", dbwhy);
+    ready_message(&w, db_ok, "database unreachable", dbwhy, details);
     json_obj_close(&w);
     json_key(&w, "workers");
     json_obj_open(&w);
@@ -1156,14 +1231,15 @@ static void route_readyz(struct api *a, struct http_response *resp)
         json_kv_int(&w, "busy", busy);
         json_kv_int(&w, "total", total);
     }
-    if (wwhy[0])
-        json_kv_str(&w, "message", wwhy);
+    ready_message(&w, w_ok, "workers not healthy", wwhy, details);
     json_obj_close(&w);
     json_key(&w, "sandbox");
     json_obj_open(&w);
     json_kv_bool(&w, "ok", sb_ok);
-    if (swhy[0])
+    if (!sb_set && !sb_ok) /* fixed wording, nothing to hide */
         json_kv_str(&w, "message", swhy);
+    else
+        ready_message(&w, sb_ok, "sandbox self-check failed", swhy, details);
     json_obj_close(&w);
     json_key(&w, "queue");
     json_obj_open(&w);
@@ -1171,6 +1247,7 @@ static void route_readyz(struct api *a, struct http_response *resp)
     json_kv_int(&w, "depth", qs.queued);
     json_kv_int(&w, "running", qs.running);
     json_kv_double(&w, "oldest_queued_age_s", oldest_s);
+    ready_message(&w, q_ok, "queue stalled", qwhy, details);
     json_obj_close(&w);
     json_obj_close(&w);
     json_obj_close(&w);
@@ -1266,7 +1343,7 @@ static void handle(void *arg, const struct http_request *req, struct http_respon
     if (!strcmp(p, "/readyz")) {
         if (!get)
             return method_not_allowed(resp, "GET");
-        return route_readyz(a, resp);
+        return route_readyz(a, req, resp);
     }
     if (!authorized(a, req)) {
         http_respond_error(resp, 401, "unauthorized",

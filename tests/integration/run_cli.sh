@@ -84,6 +84,21 @@ touch -d '1 minute ago' /run/clearbox/gc-stale-$$ /sys/fs/cgroup/pids/clearbox/g
 grep -q "gc-stale-$$" "$t/gc.out" && [ ! -e /run/clearbox/gc-stale-$$ ] && [ ! -e /sys/fs/cgroup/pids/clearbox/gc-stale-$$ ] \
     && ok "gc removes and reports stale runs" || ko "gc" "$(cat "$t/gc.out")"
 
+# gc as another user than root looks where that user's runs keep their state
+# (/tmp/clearbox-<uid> without XDG_RUNTIME_DIR), not in /run/clearbox
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env -u XDG_RUNTIME_DIR "$@"; }
+if command -v setpriv >/dev/null && nobody "$cb" --version >/dev/null 2>&1; then
+    nobody mkdir -p -m 0700 /tmp/clearbox-65534
+    nobody mkdir /tmp/clearbox-65534/gc-stale-$$
+    nobody touch -d '1 minute ago' /tmp/clearbox-65534/gc-stale-$$
+    nobody "$cb" gc >"$t/gcn.out" 2>&1; rc=$?
+    [ $rc = 0 ] && grep -q "/tmp/clearbox-65534/gc-stale-$$" "$t/gcn.out" && [ ! -e /tmp/clearbox-65534/gc-stale-$$ ] \
+        && ok "gc as nobody: uses /tmp/clearbox-65534" || ko "gc as nobody" "rc=$rc $(cat "$t/gcn.out")"
+    rmdir /tmp/clearbox-65534/gc-stale-$$ 2>/dev/null
+    nobody "$cb" gc --help | grep -q "for this user now: /tmp/clearbox-65534" \
+        && ok "gc --help as nobody names its default" || ko "gc --help as nobody" "$(nobody "$cb" gc --help)"
+fi
+
 # security logger: one line per audit record (with its seq and hash), and
 # the cost counter with the submitter, in --metrics-file
 printf 'import socket\ntry:\n    socket.create_connection(("192.0.2.1", 80), timeout=0.2)\nexcept OSError:\n    pass\n' > "$t/conn.py"

@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -27,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pg_support.h"
 #include "service/api.h"
 #include "service/config.h"
 #include "telemetry/log.h"
@@ -749,6 +751,107 @@ TEST(bearer_token_guards_the_api_but_not_health)
     ASSERT_EQ(r.status, 200);
     resp_free(&r);
     api_stop(a);
+}
+
+/* A failing database check on a service with a token: its reason (it can
+ * name a file or socket path, a database user) is in /readyz only for a
+ * request with the token and always in the service log; without the token,
+ * or with a wrong one, the check says "database unreachable". The database
+ * fails the backend's way: SQLite's file is deleted; PostgreSQL's server
+ * stops (a cluster of this test's own, as in test_api_pg.c, so the shared one
+ * stays up for the other tests). */
+TEST(readyz_shows_the_database_error_only_with_the_token)
+{
+    bool pg = !strcmp(BACKEND_NAME, "postgres");
+    char err[512];
+    if (pg)
+        ASSERT_MSG(pg_test_start(err, sizeof err) == 0, "own cluster: %s", err);
+    struct service_config c;
+    base_config(&c);
+    snprintf(c.auth_token, sizeof c.auth_token, "t0ken");
+    /* what must not leak: SQLite's file path, PostgreSQL's socket directory */
+    char secret[sizeof c.db_url] = "";
+    if (pg) {
+        const char *h = strstr(c.db_url, "host=");
+        ASSERT(h != NULL);
+        snprintf(secret, sizeof secret, "%.*s", (int)strcspn(h + 5, "&"), h + 5);
+    } else {
+        ASSERT(!strncmp(c.db_url, "sqlite:", 7));
+        snprintf(secret, sizeof secret, "%.*s", (int)(sizeof secret - 8), c.db_url + 7);
+    }
+    ASSERT(secret[0] == '/');
+    /* the service log, as JSON lines in a file */
+    char logp[600];
+    snprintf(logp, sizeof logp, "%s/service.log", test_tmpdir());
+    int lfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT(lfd >= 0);
+    api_t *a = start(&c);
+    if (!a && pg)
+        pg_test_stop();
+    ASSERT(a);
+    log_set_format(LOG_FORMAT_JSON);
+    log_set_fd(lfd);
+    struct resp r;
+    ASSERT_EQ(request("GET", "/readyz", NULL, NULL, &r), 0);
+    ASSERT_MSG(r.status == 200, "readyz %ld: %s", r.status, r.body);
+    ASSERT(jget(r.json, "checks.database.message") == NULL);
+    resp_free(&r);
+    if (pg) {
+        pg_test_stop();
+    } else {
+        char p[700];
+        static const char *const sfx[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s%s", secret, sfx[i]);
+            unlink(p);
+        }
+    }
+    /* what the detailed reason says on each backend */
+    const char *reason = pg ? "PostgreSQL" : "gone";
+    /* no token, then a wrong one: the generic message only */
+    const char *wrong[] = {"Authorization: Bearer nope", NULL};
+    const char *const *hdrs[] = {NULL, wrong};
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(request("GET", "/readyz", hdrs[i], NULL, &r), 0);
+        ASSERT_MSG(r.status == 503, "readyz %ld: %s", r.status, r.body);
+        ASSERT(json_is_false(jget(r.json, "checks.database.ok")));
+        ASSERT_STREQ(jstr(r.json, "checks.database.message"), "database unreachable");
+        ASSERT_STREQ(jstr(r.json, "checks.database.backend"), BACKEND_NAME);
+        ASSERT_STREQ(jstr(r.json, "status"), "not_ready");
+        ASSERT_MSG(!strstr(r.body, secret) && !strstr(r.body, reason),
+                   "the reason leaked without the token: %s", r.body);
+        ASSERT_CONTAINS(r.headers, "Retry-After:");
+        resp_free(&r);
+    }
+    /* the token: the reason itself */
+    const char *right[] = {"Authorization: Bearer t0ken", NULL};
+    ASSERT_EQ(request("GET", "/readyz", right, NULL, &r), 0);
+    ASSERT_MSG(r.status == 503, "readyz %ld: %s", r.status, r.body);
+    ASSERT(json_is_false(jget(r.json, "checks.database.ok")));
+    ASSERT_CONTAINS(jstr(r.json, "checks.database.message"), reason);
+    ASSERT(strcmp(jstr(r.json, "checks.database.message"), "database unreachable") != 0);
+    resp_free(&r);
+    api_quiesce(a);
+    api_stop(a);
+    log_set_fd(2);
+    close(lfd);
+    /* the log has the reason: on SQLite once for the three probes (the same
+     * reason); PostgreSQL's may change from "connection lost" to "cannot
+     * connect", which is logged again */
+    FILE *f = fopen(logp, "r");
+    ASSERT(f != NULL);
+    char line[8192];
+    int failed = 0;
+    bool has_reason = false;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"readiness.check_failed\"") || !strstr(line, "\"database\""))
+            continue;
+        failed++;
+        has_reason = has_reason || strstr(line, reason) != NULL;
+    }
+    fclose(f);
+    ASSERT_MSG(failed >= 1 && (pg || failed == 1) && has_reason, "%d readiness.check_failed lines for the database, "
+               "reason %s", failed, has_reason ? "there" : "missing");
 }
 
 TEST(submit_rate_and_queued_limits_answer_429_with_retry_after)

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox/sandbox.h"
@@ -218,4 +219,85 @@ TEST(unprivileged_refused_clearly_where_user_namespaces_are_forbidden)
     ASSERT_STREQ(json_string_value(json_object_get(er, "reason")), "namespace_failed");
     ASSERT_STREQ(json_string_value(json_object_get(d, "stdout")), "");
     json_decref(d);
+}
+
+/* In a child that is nobody: plant a stale run (a state directory older than
+ * gc's 10 s start-up margin) in sd, run sandbox_gc with the default state
+ * directory, and say on fd whether it was reported and removed. Writes "OK"
+ * or what went wrong; exits 0. */
+static void gc_default_as_nobody(int fd, const char *xdg)
+{
+    char msg[4096] = "OK";
+    if (setgroups(0, NULL) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0 ||
+        setresuid(NOBODY, NOBODY, NOBODY) < 0)
+        _exit(90);
+    /* the state directory the engine itself would pick */
+    char sd[512], p[600];
+    if (xdg) {
+        if (mkdir(xdg, 0700) < 0 && errno != EEXIST)
+            _exit(94);
+        setenv("XDG_RUNTIME_DIR", xdg, 1);
+        snprintf(sd, sizeof sd, "%s/clearbox", xdg);
+    } else {
+        unsetenv("XDG_RUNTIME_DIR");
+        snprintf(sd, sizeof sd, "/tmp/clearbox-%d", NOBODY);
+    }
+    char def[512];
+    sandbox_state_dir_default(def, sizeof def);
+    mkdir(sd, 0700); /* as the engine makes it for an unprivileged user */
+    snprintf(p, sizeof p, "%s/gc-stale-%d", sd, (int)getpid());
+    struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
+    if (strcmp(def, sd) != 0) {
+        snprintf(msg, sizeof msg, "engine default %s, expected %s", def, sd);
+    } else if (mkdir(p, 0711) < 0 || utimensat(AT_FDCWD, p, old, 0) < 0) {
+        snprintf(msg, sizeof msg, "plant %s: %s", p, strerror(errno));
+    } else {
+        struct buf b;
+        buf_init(&b, NULL, 0, 1 << 16);
+        char err[256] = "";
+        int n = sandbox_gc(NULL, NULL, &b, err, sizeof err);
+        struct stat st;
+        if (n < 1 || !b.data || !strstr(b.data, p) || stat(p, &st) == 0)
+            snprintf(msg, sizeof msg, "gc returned %d (%s), reported '%.300s', %s %s", n, err,
+                     b.data ? b.data : "", p, stat(p, &st) == 0 ? "still there" : "gone");
+        buf_free(&b);
+        rmdir(p);
+    }
+    if (xdg) {
+        rmdir(sd);
+        rmdir(xdg);
+    }
+    if (write(fd, msg, strlen(msg)) < 0)
+        _exit(92);
+    _exit(0);
+}
+
+/* `clearbox gc` as another user than root looks in the state directory that
+ * user's runs use ($XDG_RUNTIME_DIR/clearbox, else /tmp/clearbox-<uid>), not
+ * /run/clearbox: a stale run planted there is reported and removed. */
+TEST(unprivileged_gc_uses_the_runs_state_directory)
+{
+    if (geteuid() != 0) {
+        test_skip("needs root to become nobody");
+        return;
+    }
+    char xdg[64];
+    snprintf(xdg, sizeof xdg, "/tmp/cb-gc-xdg-%d", (int)getpid());
+    const char *cases[] = {xdg, NULL};
+    for (int i = 0; i < 2; i++) {
+        int p[2];
+        ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            close(p[0]);
+            gc_default_as_nobody(p[1], cases[i]);
+        }
+        close(p[1]);
+        int st;
+        char *out = collect(pid, p[0], &st);
+        ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
+        ASSERT_MSG(!strcmp(out, "OK"), "%s: %s", cases[i] ? "with XDG_RUNTIME_DIR" : "without",
+                   out);
+    }
 }
