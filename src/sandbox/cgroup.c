@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,90 @@ static int mkdir_p1(const char *path)
     return -errno;
 }
 
+/* Parent cgroups this process has already made (and, on v2, whose
+ * controllers it has enabled): a service makes one cgroup per evaluation
+ * under the same parent in every hierarchy, and the mkdir that answers
+ * EEXIST and the subtree_control writes cost a path walk each. If a parent
+ * disappears (an operator removed it), the child's mkdir fails with ENOENT
+ * and the parent is made again. */
+static pthread_mutex_t parents_mu = PTHREAD_MUTEX_INITIALIZER;
+static char parents[16][CGROUP_PATH_MAX];
+static int nparents;
+
+static bool parent_known(const char *pdir)
+{
+    bool known = false;
+    pthread_mutex_lock(&parents_mu);
+    for (int i = 0; i < nparents && !known; i++)
+        known = !strcmp(parents[i], pdir);
+    pthread_mutex_unlock(&parents_mu);
+    return known;
+}
+
+static void parent_remember(const char *pdir, bool known)
+{
+    pthread_mutex_lock(&parents_mu);
+    int at = -1;
+    for (int i = 0; i < nparents; i++)
+        if (!strcmp(parents[i], pdir))
+            at = i;
+    if (known && at < 0 && nparents < (int)(sizeof parents / sizeof parents[0]))
+        snprintf(parents[nparents++], sizeof parents[0], "%s", pdir);
+    else if (!known && at >= 0)
+        memcpy(parents[at], parents[--nparents], sizeof parents[0]);
+    pthread_mutex_unlock(&parents_mu);
+}
+
+/* mkdir child under pdir, making pdir (and running prep on it) first when
+ * this process has not yet done so or the child's mkdir says it is gone. */
+static int mkdir_under(const char *pdir, const char *child, int (*prep)(const char *, void *),
+                       void *arg, const char **failed)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (attempt || !parent_known(pdir)) {
+            int rc = mkdir_p1(pdir);
+            if (rc == 0 && prep)
+                rc = prep(pdir, arg);
+            if (rc < 0) {
+                *failed = pdir;
+                return rc;
+            }
+            parent_remember(pdir, true);
+        }
+        if (mkdir(child, 0755) == 0)
+            return 0;
+        int e = errno;
+        if (e != ENOENT || attempt) {
+            *failed = child;
+            return -e;
+        }
+        parent_remember(pdir, false);
+    }
+    *failed = child;
+    return -ENOENT;
+}
+
+struct v2_prep {
+    const char *root;
+    char *err;
+    size_t errlen;
+};
+
+/* Enable the controllers for our subtree; cpu and io are optional. */
+static int v2_enable(const char *pdir, void *arg)
+{
+    struct v2_prep *vp = arg;
+    static const char *const want[] = {"+memory", "+pids", "+cpu", "+io"};
+    for (size_t i = 0; i < 4; i++) {
+        cgroup_write_file(vp->root, "cgroup.subtree_control", want[i]);
+        int rc = cgroup_write_file(pdir, "cgroup.subtree_control", want[i]);
+        if (rc < 0 && i < 2)
+            return err_sys(vp->err, vp->errlen, rc, "enable %s in %s/cgroup.subtree_control",
+                           want[i] + 1, pdir);
+    }
+    return 0;
+}
+
 int cgroup_v2_apply(struct cgroup *cg, const struct cgroup_limits *lim, char *err, size_t errlen)
 {
     const char *d = cg->dir[0];
@@ -300,21 +385,13 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
         char pdir[CGROUP_PATH_MAX];
         if (snprintf(pdir, sizeof pdir, "%s/%s", m->v2, parent) >= (int)sizeof pdir)
             return err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
-        if ((rc = mkdir_p1(pdir)) < 0)
-            return err_sys(err, errlen, rc, "mkdir %s", pdir);
-        /* Enable the controllers for our subtree; cpu and io are optional. */
-        static const char *const want[] = {"+memory", "+pids", "+cpu", "+io"};
-        for (size_t i = 0; i < 4; i++) {
-            cgroup_write_file(m->v2, "cgroup.subtree_control", want[i]);
-            rc = cgroup_write_file(pdir, "cgroup.subtree_control", want[i]);
-            if (rc < 0 && i < 2)
-                return err_sys(err, errlen, rc, "enable %s in %s/cgroup.subtree_control",
-                               want[i] + 1, pdir);
-        }
         if (snprintf(cg->dir[0], sizeof cg->dir[0], "%s/%s", pdir, name) >= (int)sizeof cg->dir[0])
             return err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
-        if (mkdir(cg->dir[0], 0755) < 0)
-            return err_sys(err, errlen, -errno, "mkdir %s", cg->dir[0]);
+        struct v2_prep vp = {m->v2, err, errlen};
+        const char *failed = NULL;
+        err[0] = '\0';
+        if ((rc = mkdir_under(pdir, cg->dir[0], v2_enable, &vp, &failed)) < 0)
+            return err[0] ? rc : err_sys(err, errlen, rc, "mkdir %s", failed);
         cg->made[0] = true;
         if ((rc = cgroup_v2_apply(cg, lim, err, errlen)) < 0)
             goto fail;
@@ -337,17 +414,14 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
             rc = err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
             goto fail;
         }
-        if ((rc = mkdir_p1(pdir)) < 0) {
-            err_sys(err, errlen, rc, "mkdir %s", pdir);
-            goto fail;
-        }
         if (snprintf(cg->dir[i], sizeof cg->dir[i], "%s/%s", pdir, name) >=
             (int)sizeof cg->dir[i]) {
             rc = err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
             goto fail;
         }
-        if (mkdir(cg->dir[i], 0755) < 0) {
-            rc = err_sys(err, errlen, -errno, "mkdir %s", cg->dir[i]);
+        const char *failed = NULL;
+        if ((rc = mkdir_under(pdir, cg->dir[i], NULL, NULL, &failed)) < 0) {
+            err_sys(err, errlen, rc, "mkdir %s", failed);
             cg->dir[i][0] = '\0';
             goto fail;
         }
@@ -681,8 +755,14 @@ int cgroup_kill(struct cgroup *cg, uint64_t timeout_ms, char *err, size_t errlen
     if (!pd)
         return 0;
     /* The usual end: init died and took its pid namespace along, so nothing
-     * is left and freeze/kill/thaw would only cost time (~0.2 ms on v1). */
-    if (!cgroup_populated(cg))
+     * is left and freeze/kill/thaw would only cost time (~0.2 ms on v1).
+     * Every task of the sandbox is in every hierarchy's cgroup (init was
+     * attached to all before it forked), so on v1 one hierarchy's list
+     * answers; only host root could move a task in one hierarchy alone, and
+     * then the rmdir below fails loudly (EBUSY) instead of hiding it. */
+    char b[256];
+    if (cg->mode == CGROUP_V1 ? cgroup_read_file(pd, "cgroup.procs", b, sizeof b) == 0
+                              : !cgroup_populated(cg))
         return 0;
     if (cg->mode == CGROUP_V2) {
         if (cgroup_write_file(cg->dir[0], "cgroup.kill", "1") < 0)

@@ -62,7 +62,14 @@ struct worker {
     pthread_cond_t hb_cv;
     char run_id[STORE_ID_LEN];
     int run_attempt;
-    bool hb_done, hb_poke;
+    /* The heartbeat thread lives as long as the worker (a thread per
+     * evaluation cost a create, an exit and a stack madvise each time):
+     * hb_armed while an evaluation runs; hb_in_call while it is inside
+     * store_heartbeat() on w->st, which the worker waits out before it uses
+     * the store again; hb_quit ends it. */
+    bool hb_armed, hb_in_call, hb_quit, hb_poke;
+    pthread_t hb_th;
+    bool hb_started;
     atomic_int kill_reason;
     volatile sig_atomic_t cancel; /* the sandbox's kill switch */
 };
@@ -374,18 +381,29 @@ static void *heartbeat_main(void *arg)
     int64_t period_ns = (int64_t)pool->o.heartbeat_s * 1000000000ll;
     int64_t lease_ms = (int64_t)pool->o.lease_s * 1000;
     pthread_mutex_lock(&w->hb_mu);
-    while (!w->hb_done) {
+    while (!w->hb_quit) {
+        if (!w->hb_armed) {
+            pthread_cond_wait(&w->hb_cv, &w->hb_mu);
+            continue;
+        }
+        /* armed: beat every period, or at once when poked (a cancel) */
         if (!w->hb_poke) {
+            char armed_for[STORE_ID_LEN];
+            memcpy(armed_for, w->run_id, sizeof armed_for);
             struct timespec ts;
             abs_deadline(&ts, period_ns);
-            pthread_cond_timedwait(&w->hb_cv, &w->hb_mu, &ts);
-            if (w->hb_done)
-                break;
+            int rc = 0;
+            while (!w->hb_quit && w->hb_armed && !w->hb_poke && rc != ETIMEDOUT &&
+                   !strcmp(armed_for, w->run_id))
+                rc = pthread_cond_timedwait(&w->hb_cv, &w->hb_mu, &ts);
+            if (w->hb_quit || !w->hb_armed || strcmp(armed_for, w->run_id))
+                continue;
         }
         w->hb_poke = false;
         char id[STORE_ID_LEN];
         memcpy(id, w->run_id, sizeof id);
         int attempt = w->run_attempt;
+        w->hb_in_call = true;
         pthread_mutex_unlock(&w->hb_mu);
 
         bool cancel = false;
@@ -404,9 +422,33 @@ static void *heartbeat_main(void *arg)
             set_kill(w, KILL_CANCEL);
         }
         pthread_mutex_lock(&w->hb_mu);
+        w->hb_in_call = false;
+        pthread_cond_broadcast(&w->hb_cv);
     }
     pthread_mutex_unlock(&w->hb_mu);
     return NULL;
+}
+
+/* Start beating for run_id (the caller set it under hb_mu) / stop and wait
+ * until the heartbeat thread is out of the store. */
+static void heartbeat_arm(struct worker *w, bool poke)
+{
+    pthread_mutex_lock(&w->hb_mu);
+    w->hb_armed = true;
+    w->hb_poke = poke;
+    pthread_cond_broadcast(&w->hb_cv);
+    pthread_mutex_unlock(&w->hb_mu);
+}
+
+static void heartbeat_disarm(struct worker *w)
+{
+    pthread_mutex_lock(&w->hb_mu);
+    w->hb_armed = false;
+    w->run_id[0] = '\0';
+    pthread_cond_broadcast(&w->hb_cv);
+    while (w->hb_in_call)
+        pthread_cond_wait(&w->hb_cv, &w->hb_mu);
+    pthread_mutex_unlock(&w->hb_mu);
 }
 
 /* ---- one evaluation ----------------------------------------------------------- */
@@ -571,13 +613,11 @@ static void run_one(struct worker *w, struct eval_record *r)
     pthread_mutex_lock(&w->hb_mu);
     memcpy(w->run_id, r->id, sizeof w->run_id);
     w->run_attempt = r->attempts;
-    w->hb_done = false;
-    w->hb_poke = r->cancel_requested; /* cancelled between claim and now */
     pthread_mutex_unlock(&w->hb_mu);
-    pthread_t hb;
-    bool hb_ok = pthread_create(&hb, NULL, heartbeat_main, w) == 0;
-    if (!hb_ok)
-        log_error(L, "evaluation.heartbeat_failed", LOG_STR("error", "cannot start the thread"));
+    if (w->hb_started)
+        heartbeat_arm(w, r->cancel_requested); /* poke: cancelled between claim and now */
+    else
+        log_error(L, "evaluation.heartbeat_failed", LOG_STR("error", "no heartbeat thread"));
     /* stop scans run_id under hb_mu after setting kill_all; we set run_id
      * under hb_mu before reading it: one of the two sees the other */
     if (atomic_load(&pool->kill_all))
@@ -588,13 +628,7 @@ static void run_one(struct worker *w, struct eval_record *r)
     sandbox_run(&p.spec, &res, serr, sizeof serr);
     snprintf(res.eval_id, sizeof res.eval_id, "%s", r->id); /* not the run id */
 
-    pthread_mutex_lock(&w->hb_mu);
-    w->hb_done = true;
-    w->run_id[0] = '\0';
-    pthread_cond_signal(&w->hb_cv);
-    pthread_mutex_unlock(&w->hb_mu);
-    if (hb_ok)
-        pthread_join(hb, NULL);
+    heartbeat_disarm(w); /* from here on the store handle is ours alone */
 
     /* security events are real whatever happens to the lease */
     audit_and_log(pool, r, &res);
@@ -678,6 +712,10 @@ static void *worker_main(void *arg)
     struct worker_pool *pool = w->pool;
     int64_t lease_ms = (int64_t)pool->o.lease_s * 1000;
     int64_t last_err_log = 0;
+    w->hb_started = pthread_create(&w->hb_th, NULL, heartbeat_main, w) == 0;
+    if (!w->hb_started)
+        log_error(pool->lg, "worker.heartbeat_failed", LOG_STR("worker_id", w->id),
+                  LOG_STR("error", "cannot start the heartbeat thread"));
     while (!atomic_load(&pool->stopping)) {
         pthread_mutex_lock(&pool->mu);
         uint64_t seq = pool->notify_seq;
@@ -720,6 +758,14 @@ static void *worker_main(void *arg)
             pthread_cond_timedwait(&pool->work_cv, &pool->mu, &ts);
         }
         pthread_mutex_unlock(&pool->mu);
+    }
+    if (w->hb_started) {
+        pthread_mutex_lock(&w->hb_mu);
+        w->hb_quit = true;
+        pthread_cond_broadcast(&w->hb_cv);
+        pthread_mutex_unlock(&w->hb_mu);
+        pthread_join(w->hb_th, NULL);
+        w->hb_started = false;
     }
     atomic_store(&w->alive, false);
     atomic_fetch_sub(&pool->alive, 1);
@@ -948,6 +994,17 @@ static int recover_node(struct worker_pool *pool, char *err, size_t errlen)
     return rc < 0 ? rc : 0;
 }
 
+/* <state_dir>/node-<id>.lock: an exclusive flock held for the pool's life
+ * keeps two live processes with one node id apart. A clean stop unlinks the
+ * file while still holding the lock (node_unlock), so nothing is left behind;
+ * after a crash the file stays, unlocked, and the next start reuses it. */
+static int node_lock_path(const struct worker_pool *pool, char *path, size_t n)
+{
+    return snprintf(path, n, "%s/node-%s.lock", pool->state_dir, pool->node_id) >= (int)n
+               ? -ENAMETOOLONG
+               : 0;
+}
+
 static int node_lock(struct worker_pool *pool, char *err, size_t errlen)
 {
     /* as the sandbox makes it: 0711 as root (its user namespace must
@@ -955,19 +1012,33 @@ static int node_lock(struct worker_pool *pool, char *err, size_t errlen)
     if (mkdir(pool->state_dir, geteuid() == 0 ? 0711 : 0700) < 0 && errno != EEXIST)
         return err_sys(err, errlen, -errno, "create the state directory %s", pool->state_dir);
     char path[PATH_MAX];
-    if (snprintf(path, sizeof path, "%s/node-%s.lock", pool->state_dir, pool->node_id) >=
-        (int)sizeof path)
+    if (node_lock_path(pool, path, sizeof path) < 0)
         return err_set(err, errlen, -ENAMETOOLONG, "state_dir is too long");
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return err_sys(err, errlen, -errno, "open %s", path);
     /* after a kill -9 the dead process's sandbox children may hold the lock
      * (inherited until their exec) for a moment while PDEATHSIG ends them */
-    int e = 0;
+    int fd = -1, e = 0;
     for (int tries = 0;; tries++) {
+        if (fd < 0) {
+            fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+            if (fd < 0)
+                return err_sys(err, errlen, -errno, "open %s", path);
+        }
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            e = 0;
-            break;
+            /* The holder we waited for may have stopped cleanly and unlinked
+             * the file: a lock on an unlinked file excludes nobody (the next
+             * start makes a new one), so the path must still name ours. */
+            struct stat fst, pst;
+            if (fstat(fd, &fst) == 0 && stat(path, &pst) == 0 && fst.st_dev == pst.st_dev &&
+                fst.st_ino == pst.st_ino) {
+                e = 0;
+                break;
+            }
+            close(fd);
+            fd = -1;
+            e = ESTALE;
+            if (tries >= 40)
+                break;
+            continue; /* open the file that is there now */
         }
         e = errno;
         if (e != EWOULDBLOCK || tries >= 40) /* 2 s */
@@ -976,15 +1047,22 @@ static int node_lock(struct worker_pool *pool, char *err, size_t errlen)
     }
     if (e) {
         char holder[32] = "";
-        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
-        holder[n > 0 ? n : 0] = '\0';
-        holder[strcspn(holder, "\n")] = '\0';
-        close(fd);
+        if (fd >= 0) {
+            ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+            holder[n > 0 ? n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            close(fd);
+        }
         if (e == EWOULDBLOCK)
             return err_set(err, errlen, -EBUSY,
                            "node id '%s' is in use by another process (pid %s); give each "
                            "process its own --node-id",
                            pool->node_id, holder[0] ? holder : "?");
+        if (e == ESTALE)
+            return err_set(err, errlen, -EBUSY,
+                           "lock %s: the file was replaced under each attempt; is another "
+                           "process with node id '%s' starting and stopping?",
+                           path, pool->node_id);
         return err_sys(err, errlen, -e, "lock %s", path);
     }
     char pid[32];
@@ -994,6 +1072,23 @@ static int node_lock(struct worker_pool *pool, char *err, size_t errlen)
     }
     pool->lock_fd = fd;
     return 0;
+}
+
+/* Release the node lock, removing its file first: unlinked while we still
+ * hold the lock, no other process can be holding it (one that opened the
+ * file and waits sees at its flock that the path no longer names it). */
+static void node_unlock(struct worker_pool *pool)
+{
+    if (pool->lock_fd < 0)
+        return;
+    char path[PATH_MAX], eb[128];
+    if (node_lock_path(pool, path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT) {
+        int e = errno;
+        log_warning(pool->lg, "worker.node_lock_unlink_failed", LOG_STR("path", path),
+                    LOG_STR("error", err_str(e, eb, sizeof eb)));
+    }
+    close(pool->lock_fd); /* releases the node lock */
+    pool->lock_fd = -1;
 }
 
 /* ---- the public API ----------------------------------------------------------- */
@@ -1011,8 +1106,7 @@ static void pool_free(struct worker_pool *pool)
     store_close(pool->maint_st);
     if (pool->own_audit)
         audit_log_close(pool->audit);
-    if (pool->lock_fd >= 0)
-        close(pool->lock_fd); /* releases the node lock */
+    node_unlock(pool); /* a clean stop or a failed start: no crash */
     if (!pool->lg_borrowed)
         log_free(pool->lg);
     pthread_mutex_destroy(&pool->mu);
@@ -1238,7 +1332,7 @@ void worker_pool_cancelled(worker_pool_t *pool, const char *eval_id)
         pthread_mutex_lock(&w->hb_mu);
         if (!strcmp(w->run_id, eval_id)) {
             w->hb_poke = true;
-            pthread_cond_signal(&w->hb_cv);
+            pthread_cond_broadcast(&w->hb_cv);
         }
         pthread_mutex_unlock(&w->hb_mu);
     }

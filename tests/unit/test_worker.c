@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -701,12 +702,25 @@ TEST(node_id_in_use_is_refused)
     ASSERT_EQ(worker_pool_start(&o, &p2, err, sizeof err), -EBUSY);
     ASSERT_CONTAINS(err, "node-id");
     ASSERT(p2 == NULL);
+    char lock_same[600], lock_other[600];
+    snprintf(lock_same, sizeof lock_same, "%s/node-same.lock", e.state);
+    snprintf(lock_other, sizeof lock_other, "%s/node-other.lock", e.state);
+    struct stat st;
+    ASSERT_EQ(stat(lock_same, &st), 0); /* the refused start left the holder's file */
     o.node_id = "other";
     ASSERT_MSG(worker_pool_start(&o, &p2, err, sizeof err) == 0, "%s", err);
+    ASSERT_EQ(stat(lock_other, &st), 0);
     worker_pool_stop(p2, 1);
+    ASSERT_MSG(stat(lock_other, &st) < 0 && errno == ENOENT, "a clean stop left %s", lock_other);
     worker_pool_stop(p1, 1);
+    ASSERT_MSG(stat(lock_same, &st) < 0 && errno == ENOENT, "a clean stop left %s", lock_same);
     ASSERT_MSG(worker_pool_start(&o, &p2, err, sizeof err) == 0, "%s", err); /* released */
     worker_pool_stop(p2, 1);
+    o.node_id = "same"; /* a restart right after a clean stop */
+    ASSERT_MSG(worker_pool_start(&o, &p1, err, sizeof err) == 0, "%s", err);
+    ASSERT_EQ(worker_pool_start(&o, &p2, err, sizeof err), -EBUSY); /* and it still excludes */
+    worker_pool_stop(p1, 1);
+    ASSERT(stat(lock_same, &st) < 0);
     /* bad options */
     o.node_id = "a/b";
     ASSERT_EQ(worker_pool_start(&o, &p2, err, sizeof err), -EINVAL);
@@ -715,6 +729,99 @@ TEST(node_id_in_use_is_refused)
     o.heartbeat_s = 2;
     ASSERT_EQ(worker_pool_start(&o, &p2, err, sizeof err), -EINVAL);
     ASSERT_CONTAINS(err, "heartbeat_s");
+}
+
+struct lock_starter {
+    struct worker_options *o;
+    worker_pool_t *p;
+    int rc;
+    char err[ERR_LEN];
+};
+
+static void *lock_starter_main(void *arg)
+{
+    struct lock_starter *ls = arg;
+    ls->rc = worker_pool_start(ls->o, &ls->p, ls->err, sizeof ls->err);
+    return NULL;
+}
+
+/* A pool that waits for the node lock while its holder stops cleanly (the
+ * holder unlinks the file, then releases the lock) must end up holding the
+ * file at the path, not the unlinked one: else a third process would take
+ * the node id too. */
+TEST(node_lock_waiter_takes_the_new_file_after_a_clean_stop)
+{
+    if (!root_or_skip())
+        return;
+    struct env e;
+    ASSERT_EQ(env_init(&e), 0);
+    struct worker_options o;
+    opts_init(&e, &o, "handover", 1);
+    char path[600];
+    snprintf(path, sizeof path, "%s/node-handover.lock", e.state);
+    mkdir(e.state, 0711);
+    /* the holder: another process, as far as flock is concerned (its own
+     * open file description) */
+    int hfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT(hfd >= 0);
+    ASSERT_EQ(flock(hfd, LOCK_EX), 0);
+    struct lock_starter ls = {.o = &o};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, lock_starter_main, &ls), 0);
+    /* the starter retries for up to 2 s */
+    usleep(300 * 1000);
+    ASSERT_EQ(unlink(path), 0); /* the holder's clean stop */
+    close(hfd);
+    pthread_join(th, NULL);
+    ASSERT_MSG(ls.rc == 0, "start after the holder stopped: %s", ls.err);
+    struct stat st;
+    ASSERT_MSG(stat(path, &st) == 0, "the pool holds an unlinked lock file");
+    int tfd = open(path, O_RDWR | O_CLOEXEC);
+    ASSERT(tfd >= 0);
+    bool excluded = flock(tfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(tfd);
+    ASSERT_MSG(excluded, "the file at %s is not locked by the pool", path);
+    worker_pool_stop(ls.p, 1);
+    ASSERT(stat(path, &st) < 0);
+}
+
+/* After a crash (kill -9) the lock file stays behind, unlocked: the next
+ * start takes it over, and its clean stop removes it. */
+TEST(node_lock_file_kept_after_a_crash_and_reused)
+{
+    if (!root_or_skip())
+        return;
+    struct env e;
+    ASSERT_EQ(env_init(&e), 0);
+    struct worker_options o;
+    opts_init(&e, &o, "crashy", 1);
+    char path[600], err[ERR_LEN];
+    snprintf(path, sizeof path, "%s/node-crashy.lock", e.state);
+    int pp[2];
+    ASSERT_EQ(pipe2(pp, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        worker_pool_t *p;
+        char c = worker_pool_start(&o, &p, err, sizeof err) == 0 ? 'y' : 'n';
+        if (write(pp[1], &c, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(pp[1]);
+    char c = 0;
+    ssize_t n = read(pp[0], &c, 1);
+    close(pp[0]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ASSERT_MSG(n == 1 && c == 'y', "the child's pool did not start");
+    struct stat st;
+    ASSERT_MSG(stat(path, &st) == 0, "the crashed pool's lock file is gone");
+    worker_pool_t *p;
+    ASSERT_MSG(worker_pool_start(&o, &p, err, sizeof err) == 0, "restart after kill -9: %s", err);
+    worker_pool_stop(p, 1);
+    ASSERT(stat(path, &st) < 0);
 }
 
 /* ---- graceful stop ------------------------------------------------------------------------ */
