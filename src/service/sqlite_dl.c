@@ -40,6 +40,7 @@ static void load(void)
     SYM(open_v2, "sqlite3_open_v2");
     SYM(close_v2, "sqlite3_close_v2");
     SYM(busy_timeout, "sqlite3_busy_timeout");
+    SYM(busy_handler, "sqlite3_busy_handler");
     SYM(exec, "sqlite3_exec");
     SYM(free, "sqlite3_free");
     SYM(errmsg, "sqlite3_errmsg");

@@ -28,6 +28,7 @@ struct sqlite_dl {
     int (*open_v2)(const char *, sqlite3 **, int, const char *);
     int (*close_v2)(sqlite3 *);
     int (*busy_timeout)(sqlite3 *, int);
+    int (*busy_handler)(sqlite3 *, int (*)(void *, int), void *);
     int (*exec)(sqlite3 *, const char *, int (*)(void *, int, char **, char **), void *,
                 char **);
     void (*free)(void *);
