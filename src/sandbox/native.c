@@ -1172,9 +1172,10 @@ void sandbox_spawner_stop(void)
     if (spw.sock >= 0) {
         close(spw.sock); /* the spawner sees EOF and exits */
         spw.sock = -1;
-        waitpid(spw.pid, NULL, 0);
-        spw.pid = -1;
     }
+    if (spw.pid > 0) /* also one that died or was given up on */
+        waitpid(spw.pid, NULL, 0);
+    spw.pid = -1;
     pthread_mutex_unlock(&spw.mu);
 }
 
@@ -1221,10 +1222,21 @@ static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
     int got[1];
     size_t ngot = 0;
     int len = -EPIPE;
-    if (sendmsg(spw.sock, &mh, MSG_NOSIGNAL) == 1)
-        len = recv_fds(spw.sock, rep, sizeof rep - 1, got, 1, &ngot);
+    if (sendmsg(spw.sock, &mh, MSG_NOSIGNAL) == 1) {
+        /* a clone takes well under a millisecond; a spawner that has not
+         * answered in SETUP_TIMEOUT_MS is stuck, and every worker waits on
+         * this mutex: give up on it */
+        struct pollfd pf = {.fd = spw.sock, .events = POLLIN};
+        int pr;
+        while ((pr = poll(&pf, 1, SETUP_TIMEOUT_MS)) < 0 && errno == EINTR)
+            ;
+        len = pr == 1 ? recv_fds(spw.sock, rep, sizeof rep - 1, got, 1, &ngot) : -ETIMEDOUT;
+    }
     if (len <= 0) {
-        /* the spawner is gone: from now on every worker clones itself */
+        /* the spawner is gone (or stuck): from now on every worker clones
+         * init itself */
+        if (len == -ETIMEDOUT && spw.pid > 0)
+            kill(spw.pid, SIGKILL);
         close(spw.sock);
         spw.sock = -1;
         pthread_mutex_unlock(&spw.mu);
