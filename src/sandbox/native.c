@@ -80,6 +80,7 @@
 #include "sandbox/netwatch.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/seccomp.h"
+#include "telemetry/log.h"
 #include "util/err.h"
 #include "util/json.h"
 #include "util/timeutil.h"
@@ -1239,6 +1240,9 @@ static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
             kill(spw.pid, SIGKILL);
         close(spw.sock);
         spw.sock = -1;
+        log_warning(log_get("sandbox"), "sandbox.spawner_lost",
+                    LOG_STR("reason", len == -ETIMEDOUT ? "no answer in 10 s" : "it is gone"),
+                    LOG_INT("spawner_pid", spw.pid));
         pthread_mutex_unlock(&spw.mu);
         close(mfd);
         for (size_t i = 0; i < ngot; i++)
