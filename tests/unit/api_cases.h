@@ -799,10 +799,10 @@ TEST(readyz_shows_the_database_error_only_with_the_token)
     if (pg) {
         pg_test_stop();
     } else {
-        char p[700];
+        char p[4096 + 8];
         static const char *const sfx[] = {"", "-wal", "-shm"};
         for (int i = 0; i < 3; i++) {
-            snprintf(p, sizeof p, "%s%s", secret, sfx[i]);
+            ASSERT((size_t)snprintf(p, sizeof p, "%s%s", secret, sfx[i]) < sizeof p);
             unlink(p);
         }
     }
