@@ -1092,7 +1092,7 @@ TEST(purge_keeps_evaluations_whose_webhook_is_pending)
  * delivery is claimed exactly once while its lease holds. */
 struct cb_drainer {
     const char *url;
-    char owner[16];
+    char owner[32];
     int claimed;
     char ids[64][STORE_ID_LEN];
     int rc;
