@@ -349,3 +349,34 @@ TEST(stop_ends_the_spawner)
     ASSERT_EQ(spawner_pid(), -1);
     ASSERT(kill(sp, 0) < 0);
 }
+
+/* A spawner that stops answering (here: stopped with SIGSTOP) must not hold
+ * the workers forever: after SETUP_TIMEOUT_MS (10 s) the request is given
+ * up, the spawner killed, and the run goes on with a direct clone. */
+TEST(stuck_spawner_is_given_up_and_the_run_goes_on)
+{
+    if (!need_root() || !spawner_up())
+        return;
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    ASSERT_EQ(kill(sp, SIGSTOP), 0);
+    struct sandbox_spec s;
+    spec_of(&s, "sh", "echo after-a-stuck-spawner\n");
+    s.eval_id = "t-spawn-stuck";
+    struct sandbox_result r;
+    char err[256];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    ASSERT_STREQ(r.out.data, "after-a-stuck-spawner\n");
+    ASSERT_MSG(waited >= 9.5 && waited < 20, "gave up after %.1f s", waited);
+    sandbox_result_free(&r);
+    /* killed, and reaped by stop */
+    sandbox_spawner_stop();
+    ASSERT_EQ(spawner_pid(), -1);
+    char what[512];
+    ASSERT_MSG(!leftovers("t-spawn-stuck", what, sizeof what), "left behind: %s", what);
+}
