@@ -79,6 +79,34 @@ static bool run_owner_dead(const char *sd, const char *id)
     return lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && !run_alive(sd, id);
 }
 
+/* <sd>/node-<id>.lock of a `clearbox serve` that did not stop cleanly (a
+ * clean stop removes its own): stale when we can take its lock. Removed
+ * while we hold the lock; a service starting meanwhile finds the path gone
+ * and makes a new file (worker.c node_lock checks that the path still names
+ * the file it locked). */
+static int gc_node_lock(const char *sd, const char *name, struct buf *report)
+{
+    size_t l = strlen(name);
+    if (strncmp(name, "node-", 5) != 0 || l < 11 || strcmp(name + l - 5, ".lock") != 0)
+        return -1; /* not a node lock */
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s/%s", sd, name) >= (int)sizeof p)
+        return 0;
+    int fd = open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    int removed = 0;
+    struct stat fst, pst;
+    if (fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        stat(p, &pst) == 0 && fst.st_dev == pst.st_dev && fst.st_ino == pst.st_ino &&
+        unlink(p) == 0) {
+        buf_printf(report, "removed stale node lock %s\n", p);
+        removed = 1;
+    }
+    close(fd);
+    return removed;
+}
+
 static int gc_state(const char *sd, struct buf *report)
 {
     DIR *d = opendir(sd);
@@ -89,6 +117,11 @@ static int gc_state(const char *sd, struct buf *report)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
+        int nl = gc_node_lock(sd, de->d_name, report);
+        if (nl >= 0) {
+            removed += nl;
+            continue;
+        }
         if (run_alive(sd, de->d_name))
             continue;
         char p[PATH_MAX];

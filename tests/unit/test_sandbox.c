@@ -539,6 +539,44 @@ TEST(output_dir_copies_files_not_links)
     sandbox_result_free(&r);
 }
 
+/* Node lock files of services that did not stop cleanly go; a held one (a
+ * live service) and files that only look alike stay. */
+TEST(gc_removes_stale_node_locks_keeps_held_ones)
+{
+    char sd[512], p[600];
+    snprintf(sd, sizeof sd, "%s/state-nodelocks", test_tmpdir());
+    ASSERT_EQ(mkdir(sd, 0711), 0);
+    snprintf(p, sizeof p, "%s/node-crashed.lock", sd);
+    int stale = open(p, O_RDWR | O_CREAT, 0600);
+    ASSERT(stale >= 0);
+    close(stale); /* its holder is gone */
+    snprintf(p, sizeof p, "%s/node-live.lock", sd);
+    int live = open(p, O_RDWR | O_CREAT, 0600);
+    ASSERT(live >= 0);
+    ASSERT_EQ(flock(live, LOCK_EX), 0); /* another open file: gc's flock conflicts */
+    snprintf(p, sizeof p, "%s/node-dir.lock", sd);
+    ASSERT_EQ(mkdir(p, 0700), 0); /* not a regular file */
+    snprintf(p, sizeof p, "%s/notes.lock", sd);
+    close(open(p, O_RDWR | O_CREAT, 0600)); /* not a node lock */
+    struct buf rep;
+    buf_init(&rep, NULL, 0, 1 << 20);
+    char err[256];
+    ASSERT(sandbox_gc(sd, "clearbox-test-no-such-parent", &rep, err, sizeof err) >= 0);
+    ASSERT_CONTAINS(rep.data ? rep.data : "", "removed stale node lock");
+    ASSERT_CONTAINS(rep.data ? rep.data : "", "node-crashed.lock");
+    struct stat st;
+    snprintf(p, sizeof p, "%s/node-crashed.lock", sd);
+    ASSERT(stat(p, &st) < 0 && errno == ENOENT);
+    snprintf(p, sizeof p, "%s/node-live.lock", sd);
+    ASSERT_EQ(stat(p, &st), 0);
+    snprintf(p, sizeof p, "%s/node-dir.lock", sd);
+    ASSERT_EQ(stat(p, &st), 0);
+    snprintf(p, sizeof p, "%s/notes.lock", sd);
+    ASSERT_EQ(stat(p, &st), 0);
+    buf_free(&rep);
+    close(live);
+}
+
 TEST(gc_removes_stale_keeps_live)
 {
     if (!need_root())
