@@ -91,6 +91,10 @@
 #define OUTPUT_COPY_DEPTH_MAX 32
 
 struct nrun {
+    /* The CPUs we may use, and the one the parent runs on when it clones
+     * init (see spread_cpus). */
+    cpu_set_t cpus;
+    int parent_cpu;
     const struct sandbox_spec *spec;
     struct sandbox_result *r;
     struct cgroup_mounts mounts;
@@ -551,11 +555,22 @@ static int netns_helper(void *arg)
     return 0;
 }
 
-static pid_t netns_helper_start(void)
+static pid_t netns_helper_start(const struct nrun *n)
 {
     /* the stack grows down: pass its top */
-    return clone(netns_helper, netns_stack + sizeof netns_stack, CLONE_VM | CLONE_FILES | SIGCHLD,
-                 NULL);
+    pid_t h = clone(netns_helper, netns_stack + sizeof netns_stack, CLONE_VM | CLONE_FILES | SIGCHLD,
+                    NULL);
+    /* like init (spread_cpus): a new task waits on its creator's CPU
+     * until the creator sleeps; send it where init is not */
+    if (h > 0 && n->parent_cpu >= 0) {
+        int me = sched_getcpu();
+        cpu_set_t other = n->cpus;
+        if (me >= 0 && me < CPU_SETSIZE)
+            CPU_CLR(me, &other);
+        if (CPU_COUNT(&other) > 0)
+            sched_setaffinity(h, sizeof other, &other);
+    }
+    return h;
 }
 
 /* Wait for the helper and join its namespace (after the root is built). */
@@ -578,6 +593,10 @@ static int init_main(struct nrun *n) __attribute__((noreturn));
 static int init_main(struct nrun *n)
 {
     cmark(n, CM_START);
+    /* the parent sent us to another CPU than its own (spread_cpus): back
+     * to every CPU we may use, before anything inherits the mask */
+    if (n->parent_cpu >= 0)
+        sched_setaffinity(0, sizeof n->cpus, &n->cpus);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Keep only our five fds, renumbered 3..7, and close everything else we
      * inherited: in a threaded parent that includes other runs' pipes and
@@ -604,7 +623,7 @@ static int init_main(struct nrun *n)
      * namespaces need only the capabilities we hold in the new user
      * namespace, not its id maps: start them now, while the parent writes
      * the maps and makes the cgroups. */
-    pid_t nh = netns_helper_start();
+    pid_t nh = netns_helper_start(n);
     if (nh < 0)
         child_fail(ctl, errno, "start the network namespace helper");
     CK(ctl, unshare(CLONE_NEWIPC | CLONE_NEWUTS), "unshare the IPC and UTS namespaces");
@@ -995,6 +1014,7 @@ static int spawn_blob_read(const char *p, size_t len, struct nrun *n)
     }
     n->decided = -1;
     n->lock_fd = n->pidfd = n->mntns_fd = -1;
+    n->parent_cpu = -1; /* the spawner sleeps right after the clone */
     return 0;
 }
 
@@ -1584,7 +1604,8 @@ static void state_cleanup(struct nrun *n)
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/lock", n->state);
         unlink(p);
-        rmdir(n->state);
+        if (rmdir(n->state) == 0 || errno == ENOENT)
+            n->state_made = false;
     }
     close_fd(&n->lock_fd);
 }
@@ -2285,6 +2306,16 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     /* user, pid and mount namespaces here; init unshares the network (the
      * costly one: ~0.4 ms), IPC and UTS namespaces itself, in parallel with
      * our cgroup work. They are owned by the new user namespace either way. */
+    /* A new task starts on its parent's CPU and runs there only when the
+     * parent sleeps or its slice ends (measured here: 1.8 ms while the
+     * parent keeps busy, 0.07 ms when it waits): init would wait for our
+     * maps, state directory and cgroups, and the "parallel" halves of the
+     * setup would run one after the other. So a directly cloned init is
+     * sent to another CPU (spread_cpus below) and takes its full mask back
+     * as it starts. */
+    n->parent_cpu = -1;
+    if (sched_getaffinity(0, sizeof n->cpus, &n->cpus) == 0 && CPU_COUNT(&n->cpus) > 1)
+        n->parent_cpu = sched_getcpu();
     pid_t pid = n->cmarks ? -ENOTCONN : spawner_clone(n, &n->pidfd, e2, sizeof e2);
     if (pid > 0) {
         n->spawned = true; /* the spawner's child: watched through the pidfd */
@@ -2293,10 +2324,17 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
                              0, 0);
         if (pid == 0)
             init_main(n);
-        if (pid < 0)
+        if (pid < 0) {
             pid = -errno;
-        else
+        } else {
             n->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+            if (n->parent_cpu >= 0 && n->parent_cpu < CPU_SETSIZE) { /* spread_cpus */
+                cpu_set_t other = n->cpus;
+                CPU_CLR(n->parent_cpu, &other);
+                if (CPU_COUNT(&other) > 0)
+                    sched_setaffinity(pid, sizeof other, &other);
+            }
+        }
     }
     if (pid < 0) {
         rc = sandbox__fail(r, pid, "namespace_failed", err, errlen, "%s",
@@ -2440,6 +2478,12 @@ out:;
      * pending in the sandbox then fails (ENOSYS), never passes; init's exit
      * kills whatever could still make one. */
     netwatch_stop_request(n->nw);
+    /* The host state directory (only its lock, unless the workspace is on
+     * the host for --output-dir) is ours alone: remove it while init exits. */
+    if (!n->ws_mounted) {
+        state_cleanup(n);
+        mark(n, "workspace_removed");
+    }
     if (n->init_pid > 0 && n->spawned) {
         /* the spawner reaps it; its pidfd becomes readable when it is gone */
         struct pollfd pf = {.fd = n->pidfd, .events = POLLIN};
@@ -2476,8 +2520,10 @@ out:;
         if (n->ws_mounted && spec->output_dir && output_copy(n, e2, sizeof e2) < 0)
             sandbox_result_add_event(r, "output_copy_failed", false, NULL);
     }
-    state_cleanup(n);
-    mark(n, "workspace_removed");
+    if (n->ws_mounted || n->state_made || n->lock_fd >= 0) { /* --output-dir: after the copy */
+        state_cleanup(n);
+        mark(n, "workspace_removed");
+    }
     if (n->cg.mode != CGROUP_NONE && cgroup_destroy(&n->cg, e2, sizeof e2) < 0 && rc == 0)
         rc = sandbox__fail(r, -EBUSY, "teardown_failed", err, errlen, "%s", e2);
     mark(n, "cgroup_removed");

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,6 +351,48 @@ TEST(runs_python_and_reports)
     char what[512];
     ASSERT_MSG(!leftovers("t-runs-python", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
+}
+
+/* init is sent to another CPU than its parent's while the sandbox is set up
+ * (native.c spread_cpus) and takes the caller's mask back: the program gets
+ * exactly the CPUs its caller may use, all of them or one. */
+TEST(program_gets_the_callers_cpu_mask)
+{
+    if (!need_root())
+        return;
+    cpu_set_t all, one;
+    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    char want_all[64] = "", want_one[64];
+    int first = -1, last = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all)) {
+            if (first < 0)
+                first = c;
+            last = c;
+        }
+    if (CPU_COUNT(&all) == last - first + 1)
+        snprintf(want_all, sizeof want_all, first == last ? "%d" : "%d-%d", first, last);
+    CPU_ZERO(&one);
+    CPU_SET(last, &one);
+    snprintf(want_one, sizeof want_one, "%d", last);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+        struct sandbox_spec s;
+        spec_sh(&s, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n");
+        s.eval_id = pass ? "t-cpus-one" : "t-cpus-all";
+        struct sandbox_result r;
+        char err[256];
+        ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+        ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+        r.out.data[strcspn(r.out.data, "\n")] = '\0';
+        if (pass == 1)
+            ASSERT_STREQ(r.out.data, want_one);
+        else if (want_all[0]) /* a contiguous set: its list is first-last */
+            ASSERT_STREQ(r.out.data, want_all);
+        sandbox_result_free(&r);
+    }
+    sched_setaffinity(0, sizeof all, &all);
 }
 
 TEST(exit_code_stdin_and_files)
