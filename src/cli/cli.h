@@ -40,4 +40,15 @@ int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf
  * reported through *bad. */
 bool cli_opt(int argc, char **argv, int *i, const char *name, const char **val, bool *bad);
 
+/* The languages `clearbox run` and `clearbox submit` know: the canonical
+ * name (and an alias), the file extension that implies it, the system
+ * interpreter and the program's file name in the workspace. */
+struct cli_lang {
+    const char *name, *alias, *ext, *interp, *file;
+};
+/* By name or alias, or NULL. */
+const struct cli_lang *cli_lang_find(const char *name);
+/* From the extension of path (".py" -> python), or NULL. */
+const struct cli_lang *cli_lang_from_path(const char *path);
+
 #endif

@@ -140,3 +140,27 @@ int main(int argc, char **argv)
     fprintf(stderr, "clearbox: unknown command '%s'\nTry 'clearbox --help'.\n", argv[i]);
     return 2;
 }
+
+static const struct cli_lang langs[] = {
+    {"python", "python3", ".py", "/usr/bin/python3", "main.py"},
+    {"sh", NULL, ".sh", "/bin/sh", "main.sh"},
+};
+
+const struct cli_lang *cli_lang_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof langs / sizeof langs[0]; i++)
+        if (!strcmp(langs[i].name, name) || (langs[i].alias && !strcmp(langs[i].alias, name)))
+            return &langs[i];
+    return NULL;
+}
+
+const struct cli_lang *cli_lang_from_path(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (!dot)
+        return NULL;
+    for (size_t i = 0; i < sizeof langs / sizeof langs[0]; i++)
+        if (!strcmp(dot, langs[i].ext))
+            return &langs[i];
+    return NULL;
+}

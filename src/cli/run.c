@@ -97,33 +97,6 @@ static void usage(FILE *f)
            "See docs/sandbox.md.\n");
 }
 
-struct lang {
-    const char *name, *alias, *ext, *interp, *file;
-};
-static const struct lang langs[] = {
-    {"python", "python3", ".py", "/usr/bin/python3", "main.py"},
-    {"sh", NULL, ".sh", "/bin/sh", "main.sh"},
-};
-
-static const struct lang *lang_find(const char *name)
-{
-    for (size_t i = 0; i < sizeof langs / sizeof langs[0]; i++)
-        if (!strcmp(langs[i].name, name) || (langs[i].alias && !strcmp(langs[i].alias, name)))
-            return &langs[i];
-    return NULL;
-}
-
-static const struct lang *lang_from_path(const char *path)
-{
-    const char *dot = strrchr(path, '.');
-    if (!dot)
-        return NULL;
-    for (size_t i = 0; i < sizeof langs / sizeof langs[0]; i++)
-        if (!strcmp(dot, langs[i].ext))
-            return &langs[i];
-    return NULL;
-}
-
 /* Read a whole file, at most max bytes. */
 static int slurp(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
 {
@@ -469,7 +442,7 @@ static int cmd_run(int argc, char **argv)
     }
     if (!file)
         return cli_usage_error("run", "which FILE should run?");
-    const struct lang *lg = lang_name ? lang_find(lang_name) : lang_from_path(file);
+    const struct cli_lang *lg = lang_name ? cli_lang_find(lang_name) : cli_lang_from_path(file);
     if (!lg) {
         if (lang_name)
             return cli_usage_error("run", "unknown language '%s' (known: python, sh)", lang_name);

@@ -22,6 +22,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "util/base64.h"
 #include "util/err.h"
 #include "util/timeutil.h"
 
@@ -123,29 +124,6 @@ static int slurp(const char *path, size_t max, char **out, size_t *len, char *er
     return 0;
 }
 
-/* Standard padded base64 of s[0..n) into out (4 * ((n + 2) / 3) + 1 bytes),
- * no line breaks, as the API's content_base64 wants. */
-static void base64(const unsigned char *s, size_t n, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        out[o++] = '=';
-    }
-    out[o] = '\0';
-}
-
 /* A JSON string of s[0..n), NULL if it is not UTF-8 (the API takes text). */
 static json_t *text(const char *s, size_t n)
 {
@@ -172,16 +150,6 @@ static bool parse_int(const char *s, long long lo, long long hi, long long *out)
         return false;
     *out = v;
     return true;
-}
-
-static const char *lang_from_path(const char *path)
-{
-    const char *dot = strrchr(path, '.');
-    if (dot && !strcmp(dot, ".py"))
-        return "python";
-    if (dot && !strcmp(dot, ".sh"))
-        return "sh";
-    return NULL;
 }
 
 /* ---- waiting ------------------------------------------------------------------------------ */
@@ -441,7 +409,8 @@ static int cmd_submit(int argc, char **argv)
     }
     if (!file)
         return cli_usage_error("submit", "which FILE should run?");
-    if (!lang && !(lang = lang_from_path(file)))
+    const struct cli_lang *guessed = lang ? NULL : cli_lang_from_path(file);
+    if (!lang && !(lang = guessed ? guessed->name : NULL))
         return cli_usage_error("submit", "cannot tell the language of '%s'; use --lang python|sh",
                                file);
     if (stdin_path && !strcmp(file, "-") && !strcmp(stdin_path, "-"))
@@ -526,13 +495,13 @@ static int cmd_submit(int argc, char **argv)
                 cli_usage_error("submit", "--file: %s", err);
                 goto out;
             }
-            char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+            char *b64 = malloc(BASE64_ENCODED_SIZE(len));
             if (!b64) {
                 free(data);
                 ret = cli_fail("submit", "out of memory");
                 goto out;
             }
-            base64((const unsigned char *)data, len, b64);
+            base64_encode(data, len, b64);
             free(data);
             const char *base = strrchr(files[k], '/');
             base = base ? base + 1 : files[k];

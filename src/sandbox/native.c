@@ -82,6 +82,7 @@
 #include "sandbox/seccomp.h"
 #include "telemetry/log.h"
 #include "util/err.h"
+#include "util/fdpass.h"
 #include "util/json.h"
 #include "util/timeutil.h"
 
@@ -433,28 +434,6 @@ static void loopback_up(int ctl)
     close(s);
 }
 
-static int send_fds(int sock, char tag, const int *fds, size_t nfds)
-{
-    char payload = tag;
-    struct iovec iov = {.iov_base = &payload, .iov_len = 1};
-    union {
-        char b[CMSG_SPACE(sizeof(int) * NETWATCH_DNS_NFDS)];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds) {
-        mh.msg_control = u.b;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    return sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
-}
-
 static int ws_fill(struct nrun *n, uid_t owner, char *what, size_t wl);
 
 static void set_rlimit(int ctl, int res, rlim_t v, const char *name)
@@ -696,7 +675,7 @@ static int init_main(struct nrun *n)
             have |= (char)(1 << i);
         }
     }
-    CK(ctl, send_fds(ctl, (char)('D' | 0), pass, np), "send the DNS sockets");
+    CK(ctl, fdpass_send(ctl, "D", 1, pass, np), "send the DNS sockets");
     char mask[2] = {'M', (char)('0' + have)};
     CK(ctl, write(ctl, mask, 2), "send the DNS mask");
     for (size_t i = 0; i < np; i++)
@@ -806,6 +785,8 @@ static int init_main(struct nrun *n)
  * ==================================================================== */
 #define SPAWN_MAGIC 0x63627370u /* "cbsp" */
 #define SPAWN_NFDS 6
+_Static_assert(SPAWN_NFDS <= FDPASS_MAX && NETWATCH_DNS_NFDS <= FDPASS_MAX,
+               "fdpass carries at most FDPASS_MAX descriptors");
 
 struct blob {
     char *p;
@@ -1018,42 +999,12 @@ static int spawn_blob_read(const char *p, size_t len, struct nrun *n)
     return 0;
 }
 
-static int recv_fds(int sock, char *msg, size_t max, int *fds, size_t maxfds, size_t *nfds)
-{
-    struct iovec iov = {.iov_base = msg, .iov_len = max};
-    union {
-        char b[CMSG_SPACE(sizeof(int) * SPAWN_NFDS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                        .msg_controllen = sizeof u.b};
-    *nfds = 0;
-    ssize_t len;
-    while ((len = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-        ;
-    if (len < 0)
-        return -errno;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        int *cf = (int *)CMSG_DATA(c);
-        for (size_t i = 0; i < k; i++) {
-            if (*nfds < maxfds)
-                fds[(*nfds)++] = cf[i];
-            else
-                close(cf[i]);
-        }
-    }
-    return (int)len;
-}
-
 static void spawner_serve_one(int sock)
 {
     char msg[16];
     int fds[SPAWN_NFDS];
     size_t nfds;
-    int len = recv_fds(sock, msg, sizeof msg, fds, SPAWN_NFDS, &nfds);
+    int len = fdpass_recv(sock, msg, sizeof msg, fds, SPAWN_NFDS, &nfds);
     if (len <= 0)
         _exit(0); /* the service closed its end (or is gone): so are we */
     int e = 0, pidfd = -1;
@@ -1089,24 +1040,7 @@ static void spawner_serve_one(int sock)
         close(fds[i]);
     char rep[32];
     int rl = e ? snprintf(rep, sizeof rep, "E%d", e) : snprintf(rep, sizeof rep, "P%d", (int)pid);
-    int pass[1] = {pidfd};
-    struct iovec iov = {.iov_base = rep, .iov_len = (size_t)rl};
-    union {
-        char b[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (!e) {
-        mh.msg_control = u.b;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int));
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), pass, sizeof pass);
-    }
-    if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && pid > 0)
+    if (fdpass_send(sock, rep, (size_t)rl, &pidfd, e ? 0 : 1) < 0 && pid > 0)
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0); /* nobody will watch it */
     if (pidfd >= 0)
         close(pidfd);
@@ -1225,25 +1159,11 @@ static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
         close(mfd);
         return -ENOTCONN;
     }
-    char payload = 'S';
-    struct iovec iov = {.iov_base = &payload, .iov_len = 1};
-    union {
-        char b[CMSG_SPACE(sizeof fds)];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                        .msg_controllen = sizeof u.b};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
     char rep[32];
     int got[1];
     size_t ngot = 0;
     int len = -EPIPE;
-    if (sendmsg(spw.sock, &mh, MSG_NOSIGNAL) == 1) {
+    if (fdpass_send(spw.sock, "S", 1, fds, SPAWN_NFDS) == 0) {
         /* a clone takes well under a millisecond; a spawner that has not
          * answered in SETUP_TIMEOUT_MS is stuck, and every worker waits on
          * this mutex: give up on it */
@@ -1251,7 +1171,7 @@ static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
         int pr;
         while ((pr = poll(&pf, 1, SETUP_TIMEOUT_MS)) < 0 && errno == EINTR)
             ;
-        len = pr == 1 ? recv_fds(spw.sock, rep, sizeof rep - 1, got, 1, &ngot) : -ETIMEDOUT;
+        len = pr == 1 ? fdpass_recv(spw.sock, rep, sizeof rep - 1, got, 1, &ngot) : -ETIMEDOUT;
     }
     if (len <= 0) {
         /* the spawner is gone (or stuck): from now on every worker clones
@@ -1676,37 +1596,6 @@ static void on_netwatch(const struct netwatch_event *ev, void *arg)
 }
 
 /* Receive one control message; returns its length (0 = EOF) and any fds. */
-static ssize_t ctl_recv(int sock, char *msg, size_t max, int *fds, size_t *nfds)
-{
-    struct iovec iov = {.iov_base = msg, .iov_len = max};
-    union {
-        char b[CMSG_SPACE(sizeof(int) * NETWATCH_DNS_NFDS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof u.b};
-    ssize_t r;
-    do
-        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
-    *nfds = 0;
-    if (r < 0)
-        return -errno;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        int *in = (int *)CMSG_DATA(c);
-        for (size_t i = 0; i < k; i++) {
-            if (*nfds < NETWATCH_DNS_NFDS)
-                fds[(*nfds)++] = in[i];
-            else
-                close(in[i]);
-        }
-    }
-    return r;
-}
-
 /* Wait until the program has exec'd (or setup failed). */
 static int setup_wait(struct nrun *n, char *err, size_t errlen)
 {
@@ -1735,7 +1624,7 @@ static int setup_wait(struct nrun *n, char *err, size_t errlen)
         char msg[CTL_MSG_MAX + 1];
         int fds[NETWATCH_DNS_NFDS];
         size_t nfds;
-        ssize_t len = ctl_recv(n->ctl[0], msg, CTL_MSG_MAX, fds, &nfds);
+        ssize_t len = fdpass_recv(n->ctl[0], msg, CTL_MSG_MAX, fds, NETWATCH_DNS_NFDS, &nfds);
         if (len < 0) {
             rc = err_sys(err, errlen, (int)len, "read the sandbox control channel");
             break;
@@ -2167,7 +2056,7 @@ static bool child_error(struct nrun *n, char *why, size_t wl)
     size_t nfds = 0;
     if (poll(&pf, 1, 50) != 1)
         return false;
-    ssize_t len = ctl_recv(n->ctl[0], msg, CTL_MSG_MAX, fds, &nfds);
+    ssize_t len = fdpass_recv(n->ctl[0], msg, CTL_MSG_MAX, fds, NETWATCH_DNS_NFDS, &nfds);
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
     if (len < 2 || msg[0] != 'E')

@@ -65,6 +65,7 @@
 #include "sandbox/seccomp_dl.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/fdpass.h"
 #include "util/hash.h"
 #include "util/hex.h"
 #include "util/rand.h"
@@ -768,28 +769,7 @@ int seccomp_fds_send(int sock, const int *fds, size_t n)
 {
     if (n == 0 || n > SECCOMP_FDS_MAX || !fds)
         return -EINVAL;
-    char byte = 'F';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * SECCOMP_FDS_MAX)];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
-    for (;;) {
-        ssize_t r = sendmsg(sock, &msg, MSG_NOSIGNAL);
-        if (r == 1)
-            return 0;
-        if (r < 0 && errno == EINTR)
-            continue;
-        return r < 0 ? -errno : -EIO;
-    }
+    return fdpass_send(sock, "F", 1, fds, n);
 }
 
 /* ---- parent side ------------------------------------------------------- */
@@ -799,44 +779,14 @@ int seccomp_fds_recv(int sock, int *fds, size_t max, char *err, size_t errlen)
     if (!fds || max == 0)
         return err_set(err, errlen, -EINVAL, "seccomp_fds_recv: no room for fds");
     char byte;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * SECCOMP_FDS_MAX)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof u.buf};
-    ssize_t r;
-    do {
-        r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    } while (r < 0 && errno == EINTR);
+    size_t n;
+    int r = fdpass_recv(sock, &byte, 1, fds, max, &n);
+    if (r == -EMSGSIZE)
+        return err_set(err, errlen, -EMSGSIZE, "too many fds from the sandbox child");
     if (r < 0)
-        return err_sys(err, errlen, -errno, "receiving fds from the sandbox child");
+        return err_sys(err, errlen, r, "receiving fds from the sandbox child");
     if (r == 0)
         return err_set(err, errlen, -EPIPE, "the sandbox child closed the fd channel");
-    size_t n = 0;
-    bool bad = (msg.msg_flags & MSG_CTRUNC) != 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const unsigned char *p = CMSG_DATA(c);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, p + i * sizeof(int), sizeof fd);
-            if (n < max)
-                fds[n++] = fd;
-            else {
-                close(fd);
-                bad = true;
-            }
-        }
-    }
-    if (bad) {
-        for (size_t i = 0; i < n; i++)
-            close(fds[i]);
-        return err_set(err, errlen, -EMSGSIZE, "too many fds from the sandbox child");
-    }
     return (int)n;
 }
 

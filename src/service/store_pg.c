@@ -963,6 +963,22 @@ static int pg_list(store_t *s, const struct store_list_query *lq, int64_t after_
 
 /* ---- the queue ------------------------------------------------------------------- */
 
+/* The answer of a claim (UPDATE ... RETURNING): its row into *out, or
+ * -EAGAIN with `none` when nothing was claimed. Clears r. */
+static int claimed_row(struct pg *g, PGresult *r, struct eval_record *out, const char *none,
+                       const char *what, char *err, size_t errlen)
+{
+    if (g->pq->ntuples(r) == 0) {
+        g->pq->clear(r);
+        return err_set(err, errlen, -EAGAIN, "%s", none);
+    }
+    int rc = row_read(g->pq, r, 0, out, NULL);
+    g->pq->clear(r);
+    if (rc < 0) /* committed, but we cannot hand it over: the lease will expire */
+        return err_set(err, errlen, rc, "out of memory reading the claimed %s", what);
+    return 0;
+}
+
 static int pg_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct eval_record *out,
                     char *err, size_t errlen)
 {
@@ -976,15 +992,7 @@ static int pg_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct 
     PGresult *r = pg_run(g, S_CLAIM, &p, &rc, "claim", err, errlen);
     if (!r)
         return rc;
-    if (g->pq->ntuples(r) == 0) {
-        g->pq->clear(r);
-        return err_set(err, errlen, -EAGAIN, "nothing queued");
-    }
-    rc = row_read(g->pq, r, 0, out, NULL);
-    g->pq->clear(r);
-    if (rc < 0) /* committed, but we cannot hand it over: the lease will expire */
-        return err_set(err, errlen, rc, "out of memory reading the claimed evaluation");
-    return 0;
+    return claimed_row(g, r, out, "nothing queued", "evaluation", err, errlen);
 }
 
 /* After a write matched no row: -ENOENT if id does not exist, else the code
@@ -1207,15 +1215,7 @@ static int pg_callback_claim(store_t *s, const char *owner, int64_t lease_ms, in
     PGresult *r = pg_run(g, S_CB_CLAIM, &p, &rc, "claim webhook", err, errlen);
     if (!r)
         return rc;
-    if (g->pq->ntuples(r) == 0) {
-        g->pq->clear(r);
-        return err_set(err, errlen, -EAGAIN, "no webhook delivery due");
-    }
-    rc = row_read(g->pq, r, 0, out, NULL);
-    g->pq->clear(r);
-    if (rc < 0) /* committed, but we cannot hand it over: the lease will expire */
-        return err_set(err, errlen, rc, "out of memory reading the claimed webhook");
-    return 0;
+    return claimed_row(g, r, out, "no webhook delivery due", "webhook", err, errlen);
 }
 
 static int pg_callback_settle(store_t *s, const char *id, const char *owner, int attempt,

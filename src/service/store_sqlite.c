@@ -801,6 +801,24 @@ static int sq_list(store_t *s, const struct store_list_query *lq, int64_t after_
 
 /* ---- the queue ------------------------------------------------------------------- */
 
+/* Inside a claim's transaction: the row just claimed (at queue position
+ * pos) into *out. 0 or -errno; the caller aborts the transaction. */
+static int read_claimed(struct sq *q, int64_t pos, struct eval_record *out, const char *what,
+                        char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc = sq_prep(q, S_GET_BY_POS, &st, err, errlen);
+    if (rc < 0)
+        return rc;
+    dl()->bind_int64(st, 1, pos);
+    rc = sq_row(q, st, what, err, errlen);
+    if (rc <= 0)
+        return rc < 0 ? rc : err_set(err, errlen, -EIO, "claimed row vanished");
+    rc = row_read(st, out, NULL);
+    dl()->reset(st);
+    return rc < 0 ? err_set(err, errlen, rc, "out of memory") : 0;
+}
+
 static int sq_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct eval_record *out,
                     char *err, size_t errlen)
 {
@@ -828,16 +846,8 @@ static int sq_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct 
         return tx_abort(q, rc);
     if (dl()->changes(q->db) != 1) /* cannot happen under BEGIN IMMEDIATE */
         return tx_abort(q, err_set(err, errlen, -EIO, "claim: row changed under the write lock"));
-    if ((rc = sq_prep(q, S_GET_BY_POS, &st, err, errlen)) < 0)
+    if ((rc = read_claimed(q, pos, out, "read claimed", err, errlen)) < 0)
         return tx_abort(q, rc);
-    dl()->bind_int64(st, 1, pos);
-    rc = sq_row(q, st, "read claimed", err, errlen);
-    if (rc <= 0)
-        return tx_abort(q, rc < 0 ? rc : err_set(err, errlen, -EIO, "claimed row vanished"));
-    rc = row_read(st, out, NULL);
-    dl()->reset(st);
-    if (rc < 0)
-        return tx_abort(q, err_set(err, errlen, rc, "out of memory"));
     if ((rc = add_event(q, out->id, now, err, errlen)) < 0 ||
         (rc = tx_commit(q, err, errlen)) < 0) {
         store_record_clear(out);
@@ -1139,16 +1149,8 @@ static int sq_callback_claim(store_t *s, const char *owner, int64_t lease_ms, in
     bind_text(st, 3, owner);
     if ((rc = sq_exec(q, st, "claim webhook", err, errlen)) < 0)
         return tx_abort(q, rc);
-    if ((rc = sq_prep(q, S_GET_BY_POS, &st, err, errlen)) < 0)
+    if ((rc = read_claimed(q, pos, out, "read claimed webhook", err, errlen)) < 0)
         return tx_abort(q, rc);
-    dl()->bind_int64(st, 1, pos);
-    rc = sq_row(q, st, "read claimed webhook", err, errlen);
-    if (rc <= 0)
-        return tx_abort(q, rc < 0 ? rc : err_set(err, errlen, -EIO, "claimed row vanished"));
-    rc = row_read(st, out, NULL);
-    dl()->reset(st);
-    if (rc < 0)
-        return tx_abort(q, err_set(err, errlen, rc, "out of memory"));
     if ((rc = tx_commit(q, err, errlen)) < 0) {
         store_record_clear(out);
         return tx_abort(q, rc);

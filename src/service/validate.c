@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/json.h"
@@ -129,37 +130,6 @@ bool validate_path_safe(const char *path, size_t len)
         }
     }
     return validate_utf8(path, len);
-}
-
-static int b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Strict standard base64 with padding; the decoded length, or -1. */
-static long long b64_decoded_len(const char *s, size_t n)
-{
-    if (n % 4)
-        return -1;
-    size_t pad = 0;
-    if (n && s[n - 1] == '=')
-        pad++;
-    if (n > 1 && s[n - 2] == '=')
-        pad++;
-    for (size_t i = 0; i < n - pad; i++)
-        if (b64val((unsigned char)s[i]) < 0)
-            return -1;
-    return (long long)(n / 4 * 3 - pad);
 }
 
 /* ---- the SSRF guard ------------------------------------------------------------------- */
@@ -603,7 +573,7 @@ int validate_submission(const json_t *obj, const struct validate_bounds *b, cons
             }
             if (!json_is_string(content))
                 return fail(v, 422, "wrong_type", prefix, fc, "%s must be a string", fc);
-            long long dl = b64_decoded_len(json_string_value(content), json_string_length(content));
+            long long dl = base64_decoded_len(json_string_value(content), json_string_length(content));
             if (dl < 0)
                 return fail(v, 422, "invalid_base64", prefix, fc,
                             "%s is not valid base64 (standard alphabet, padded)", fc);

@@ -40,6 +40,7 @@
 #include "service/callback.h"
 #include "telemetry/log.h"
 #include "telemetry/trace.h"
+#include "util/base64.h"
 #include "util/err.h"
 #include "util/timeutil.h"
 
@@ -141,42 +142,6 @@ static bool node_id_ok(const char *s)
             return false;
     }
     return true;
-}
-
-/* Base64 (RFC 4648 alphabet; trailing '=' padding optional). Returns the
- * decoded length or -EINVAL. */
-static int b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-static ssize_t b64_decode(const char *in, size_t n, char *out)
-{
-    while (n && in[n - 1] == '=')
-        n--;
-    if (n % 4 == 1)
-        return -EINVAL;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_val((unsigned char)in[i]);
-        if (v < 0)
-            return -EINVAL;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xFF);
-        }
-    }
-    return (ssize_t)o;
 }
 
 /* ---- the language table (DESIGN.md "Languages") ----------------------------- */
@@ -328,7 +293,7 @@ static int prepare(const struct worker_pool *pool, const struct eval_record *r, 
                 size_t blen = json_string_length(c);
                 char *data = malloc(blen / 4 * 3 + 4);
                 char *name = strdup(path);
-                ssize_t dl = data ? b64_decode(b64, blen, data) : -ENOMEM;
+                ssize_t dl = data ? base64_decode(b64, blen, data) : -ENOMEM;
                 if (!name || dl < 0) {
                     free(data);
                     free(name);
