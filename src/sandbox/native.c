@@ -82,6 +82,7 @@
 #include "sandbox/seccomp.h"
 #include "telemetry/log.h"
 #include "util/err.h"
+#include "util/io.h"
 #include "util/fdpass.h"
 #include "util/json.h"
 #include "util/timeutil.h"
@@ -239,27 +240,12 @@ static int sys_setresgid(gid_t id)
     return (int)syscall(SYS_setresgid, id, id, id);
 }
 
-static int write_all_fd(int fd, const char *s, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int write_text(const char *path, const char *s, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -1;
-    int rc = write_all_fd(fd, s, strlen(s));
+    int rc = io_write_all(fd, s, strlen(s));
     int e = errno;
     close(fd);
     errno = e;
@@ -327,7 +313,7 @@ static void copy_host_file(int ctl, const char *src, const char *dst)
         if (r <= 0)
             break;
         total += (size_t)r;
-        if (total > (2u << 20) || write_all_fd(out, b, (size_t)r) < 0)
+        if (total > (2u << 20) || io_write_all(out, b, (size_t)r) < 0)
             break;
     }
     close(in);
@@ -537,8 +523,8 @@ static int netns_helper(void *arg)
 static pid_t netns_helper_start(const struct nrun *n)
 {
     /* the stack grows down: pass its top */
-    pid_t h = clone(netns_helper, netns_stack + sizeof netns_stack, CLONE_VM | CLONE_FILES | SIGCHLD,
-                    NULL);
+    pid_t h = clone(netns_helper, netns_stack + sizeof netns_stack,
+                    CLONE_VM | CLONE_FILES | SIGCHLD, NULL);
     /* like init (spread_cpus): a new task waits on its creator's CPU
      * until the creator sleeps; send it where init is not */
     if (h > 0 && n->parent_cpu >= 0) {
@@ -1144,7 +1130,7 @@ static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
     int rc = spawn_blob_write(n, &b);
     int mfd = -1;
     if (rc == 0 && ((mfd = memfd_create("clearbox-spawn", MFD_CLOEXEC)) < 0 ||
-                    write_all_fd(mfd, b.p, b.len) < 0))
+                    io_write_all(mfd, b.p, b.len) < 0))
         rc = -errno;
     free(b.p);
     if (rc < 0) {
@@ -1330,7 +1316,7 @@ static int ws_fill(struct nrun *n, uid_t owner, char *what, size_t wl)
             snprintf(what, wl, "create %s", p);
             return -errno;
         }
-        int rc = write_all_fd(fd, data, len) < 0 ? -errno : 0;
+        int rc = io_write_all(fd, data, len) < 0 ? -errno : 0;
         if (rc == 0 && do_chown && fchown(fd, hu, hu) < 0)
             rc = -errno;
         close(fd);
@@ -1473,7 +1459,7 @@ static int copy_tree(int sfd, int dfd, int depth, uint64_t *budget, unsigned *fi
                     break;
                 }
                 *budget -= (uint64_t)r;
-                if (write_all_fd(out, b, (size_t)r) < 0) {
+                if (io_write_all(out, b, (size_t)r) < 0) {
                     rc = -errno;
                     break;
                 }
@@ -2169,7 +2155,7 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     }
     if (spec->stdin_data) {
         n->stdin_fd = memfd_create("stdin", MFD_CLOEXEC);
-        if (n->stdin_fd < 0 || write_all_fd(n->stdin_fd, spec->stdin_data, spec->stdin_len) < 0 ||
+        if (n->stdin_fd < 0 || io_write_all(n->stdin_fd, spec->stdin_data, spec->stdin_len) < 0 ||
             lseek(n->stdin_fd, 0, SEEK_SET) < 0) {
             rc = sandbox__fail(r, -errno, reason, err, errlen, "stdin: %s",
                                strerror_r(errno, e2, sizeof e2));

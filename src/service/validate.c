@@ -573,7 +573,8 @@ int validate_submission(const json_t *obj, const struct validate_bounds *b, cons
             }
             if (!json_is_string(content))
                 return fail(v, 422, "wrong_type", prefix, fc, "%s must be a string", fc);
-            long long dl = base64_decoded_len(json_string_value(content), json_string_length(content));
+            long long dl =
+                base64_decoded_len(json_string_value(content), json_string_length(content));
             if (dl < 0)
                 return fail(v, 422, "invalid_base64", prefix, fc,
                             "%s is not valid base64 (standard alphabet, padded)", fc);

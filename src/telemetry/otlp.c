@@ -24,6 +24,7 @@
 
 #include "util/curl_dl.h"
 #include "util/err.h"
+#include "util/io.h"
 #include "util/hex.h"
 #include "util/rand.h"
 #include "util/timeutil.h"
@@ -469,21 +470,6 @@ uint64_t otlp_exporter_attempts(const otlp_exporter_t *ex)
     return ex ? ex->attempts : 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void sleep_ms(uint64_t ms)
 {
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -571,7 +557,7 @@ int otlp_exporter_export(otlp_exporter_t *ex, const struct trace_span_data *cons
         if (rc == 0)
             rc = buf_putc(&b, '\n');
         if (rc == 0)
-            rc = write_all(ex->fd, b.data, b.len);
+            rc = io_write_all(ex->fd, b.data, b.len);
         if (rc < 0)
             err_sys(err, errlen, rc, "cannot write the trace file");
     } else {
