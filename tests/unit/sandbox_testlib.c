@@ -15,10 +15,13 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sandbox/sandbox.h"
 #include "sandbox/seccomp.h"
+#include "test.h"
 #include "util/timeutil.h"
 
 pthread_mutex_t fx_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -324,4 +327,52 @@ struct sockaddr_in6 fx_sin6(const char *ip, int port)
     struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
     inet_pton(AF_INET6, ip, &a.sin6_addr);
     return a;
+}
+
+/* ---- sandbox_run() in tests ----------------------------------------------------- */
+
+bool sb_need_root(void)
+{
+    if (geteuid() != 0) {
+        test_skip("needs root (namespaces, cgroups)");
+        return false;
+    }
+    return true;
+}
+
+void sb_spec(struct sandbox_spec *s, const char *lang, const char *code)
+{
+    static const char *py_argv[] = {"/usr/bin/python3", "/work/main.py", NULL};
+    static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
+    bool py = !strcmp(lang, "python");
+    memset(s, 0, sizeof *s);
+    s->language = py ? "python" : "sh";
+    s->code = code;
+    s->code_len = strlen(code);
+    s->code_name = py ? "main.py" : "main.sh";
+    s->argv = py ? py_argv : sh_argv;
+}
+
+bool sb_leftovers(const char *id, char *what, size_t n)
+{
+    static const char *const dirs[] = {
+        "/run/clearbox/%s",
+        "/sys/fs/cgroup/memory/clearbox/%s",
+        "/sys/fs/cgroup/pids/clearbox/%s",
+        "/sys/fs/cgroup/cpu/clearbox/%s",
+        "/sys/fs/cgroup/cpuacct/clearbox/%s",
+        "/sys/fs/cgroup/freezer/clearbox/%s",
+        "/sys/fs/cgroup/blkio/clearbox/%s",
+        "/sys/fs/cgroup/unified/clearbox/%s",
+    };
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char p[512];
+        struct stat st;
+        snprintf(p, sizeof p, dirs[i], id);
+        if (stat(p, &st) == 0) {
+            snprintf(what, n, "%s", p);
+            return true;
+        }
+    }
+    return false;
 }

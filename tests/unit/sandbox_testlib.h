@@ -97,4 +97,16 @@ void fx_say(int out, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 struct sockaddr_in fx_sin4(const char *ip, int port);
 struct sockaddr_in6 fx_sin6(const char *ip, int port);
 
+/* ---- sandbox_run() in tests (test_sandbox*.c) ------------------------------- */
+
+struct sandbox_spec;
+/* True as root; otherwise marks the test skipped ("needs root") and false. */
+bool sb_need_root(void);
+/* A zeroed spec running code as /work/main.py with /usr/bin/python3
+ * (lang "python") or as /work/main.sh with /bin/sh (any other lang). */
+void sb_spec(struct sandbox_spec *s, const char *lang, const char *code);
+/* Is anything of run `id` left: its state directory in /run/clearbox or a
+ * cgroup clearbox/<id> in any hierarchy? The first found goes into what. */
+bool sb_leftovers(const char *id, char *what, size_t n);
+
 #endif

@@ -20,64 +20,11 @@
 
 #include "sandbox/cgroup.h"
 #include "sandbox/sandbox.h"
+#include "sandbox_testlib.h"
 #include "telemetry/metrics.h"
 #include "telemetry/telemetry.h"
 #include "test.h"
 #include "util/buf.h"
-
-static bool need_root(void)
-{
-    if (geteuid() != 0) {
-        test_skip("needs root (namespaces, cgroups)");
-        return false;
-    }
-    return true;
-}
-
-static const char *py_argv[] = {"/usr/bin/python3", "/work/main.py", NULL};
-static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
-
-static void spec_py(struct sandbox_spec *s, const char *code)
-{
-    memset(s, 0, sizeof *s);
-    s->language = "python";
-    s->code = code;
-    s->code_len = strlen(code);
-    s->code_name = "main.py";
-    s->argv = py_argv;
-}
-
-static void spec_sh(struct sandbox_spec *s, const char *code)
-{
-    memset(s, 0, sizeof *s);
-    s->language = "sh";
-    s->code = code;
-    s->code_len = strlen(code);
-    s->code_name = "main.sh";
-    s->argv = sh_argv;
-}
-
-/* Nothing of run `id` is left: state directory, cgroups. */
-static bool leftovers(const char *id, char *what, size_t n)
-{
-    char p[512];
-    struct stat st;
-    snprintf(p, sizeof p, "/run/clearbox/%s", id);
-    if (stat(p, &st) == 0) {
-        snprintf(what, n, "%s", p);
-        return true;
-    }
-    static const char *const h[] = {"memory",  "pids",  "cpu",    "cpuacct",
-                                    "freezer", "blkio", "unified"};
-    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
-        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/clearbox/%s", h[i], id);
-        if (stat(p, &st) == 0) {
-            snprintf(what, n, "%s", p);
-            return true;
-        }
-    }
-    return false;
-}
 
 static json_t *result_doc(const struct sandbox_result *r)
 {
@@ -307,11 +254,12 @@ TEST(kill_requests_cgroup_kill_and_fails_loudly_v2_recorded)
 
 TEST(runs_python_and_reports)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_py(&s, "import os,sys\nprint('hi', os.getuid(), os.getcwd())\nsys.stderr.write('e')\n"
-                "print(sorted(k for k in os.environ))\n");
+    sb_spec(&s, "python",
+            "import os,sys\nprint('hi', os.getuid(), os.getcwd())\nsys.stderr.write('e')\n"
+            "print(sorted(k for k in os.environ))\n");
     s.eval_id = "t-runs-python";
     s.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const char *env[] = {"FOO=bar", NULL};
@@ -349,7 +297,7 @@ TEST(runs_python_and_reports)
         ASSERT_MSG(json_object_get(res, rk[i]), "resources lacks %s", rk[i]);
     json_decref(d);
     char what[512];
-    ASSERT_MSG(!leftovers("t-runs-python", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-runs-python", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
 }
 
@@ -358,7 +306,7 @@ TEST(runs_python_and_reports)
  * exactly the CPUs its caller may use, all of them or one. */
 TEST(program_gets_the_callers_cpu_mask)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     cpu_set_t all, one;
     ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
@@ -379,7 +327,7 @@ TEST(program_gets_the_callers_cpu_mask)
         if (pass == 1)
             ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
         struct sandbox_spec s;
-        spec_sh(&s, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n");
+        sb_spec(&s, "sh", "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n");
         s.eval_id = pass ? "t-cpus-one" : "t-cpus-all";
         struct sandbox_result r;
         char err[256];
@@ -397,10 +345,10 @@ TEST(program_gets_the_callers_cpu_mask)
 
 TEST(exit_code_stdin_and_files)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_sh(&s, "read line; cat data.txt; echo \" $line\"; exit 7\n");
+    sb_spec(&s, "sh", "read line; cat data.txt; echo \" $line\"; exit 7\n");
     s.stdin_data = "from-stdin\n";
     s.stdin_len = strlen(s.stdin_data);
     struct sandbox_file f = {"data.txt", "file-content", 12, false};
@@ -417,10 +365,10 @@ TEST(exit_code_stdin_and_files)
 
 TEST(timeout_kills_quickly)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_sh(&s, "trap '' TERM INT; while :; do sleep 1; done\n");
+    sb_spec(&s, "sh", "trap '' TERM INT; while :; do sleep 1; done\n");
     s.limits.wall_timeout_ms = 300;
     s.eval_id = "t-timeout";
     struct sandbox_result r;
@@ -433,7 +381,7 @@ TEST(timeout_kills_quickly)
     ASSERT(r.nevents >= 1);
     ASSERT_STREQ(r.events[0].reason, "timeout");
     char what[512];
-    ASSERT_MSG(!leftovers("t-timeout", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-timeout", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
 }
 
@@ -450,10 +398,10 @@ static void *cancel_later(void *arg)
 
 TEST(cancel_gives_killed)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_sh(&s, "sleep 30\n");
+    sb_spec(&s, "sh", "sleep 30\n");
     s.cancel = &cancel_flag;
     s.eval_id = "t-cancel";
     pthread_t th;
@@ -465,17 +413,18 @@ TEST(cancel_gives_killed)
     ASSERT_EQ(r.status, SANDBOX_KILLED);
     ASSERT_MSG(r.execute_ms > 250 && r.execute_ms < 2000, "killed after %.1f ms", r.execute_ms);
     char what[512];
-    ASSERT_MSG(!leftovers("t-cancel", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-cancel", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
 }
 
 TEST(output_limit_keeps_first_bytes)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_py(&s, "import sys\nsys.stdout.write('A'*1000)\nsys.stdout.flush()\n"
-                "while True: sys.stdout.write('B'*65536)\n");
+    sb_spec(&s, "python",
+            "import sys\nsys.stdout.write('A'*1000)\nsys.stdout.flush()\n"
+            "while True: sys.stdout.write('B'*65536)\n");
     s.limits.output_max_bytes = 4096;
     struct sandbox_result r;
     char err[256];
@@ -492,10 +441,10 @@ TEST(output_limit_keeps_first_bytes)
 
 TEST(invalid_utf8_output_stays_json)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_sh(&s, "printf 'ok\\377\\376\\n'\n");
+    sb_spec(&s, "sh", "printf 'ok\\377\\376\\n'\n");
     struct sandbox_result r;
     char err[256];
     ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
@@ -508,10 +457,10 @@ TEST(invalid_utf8_output_stays_json)
 
 TEST(memory_and_pids_limits)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_py(&s, "a=[]\nwhile True: a.append(bytearray(8<<20))\n");
+    sb_spec(&s, "python", "a=[]\nwhile True: a.append(bytearray(8<<20))\n");
     s.limits.memory_max_bytes = 64u << 20;
     struct sandbox_result r;
     char err[256];
@@ -519,7 +468,7 @@ TEST(memory_and_pids_limits)
     ASSERT_EQ(r.status, SANDBOX_MEMORY_LIMIT);
     ASSERT(r.res.memory_peak_mb > 50 && r.res.memory_peak_mb <= 64.5);
     sandbox_result_free(&r);
-    spec_sh(&s, "i=0; while [ $i -lt 50 ]; do sleep 5 & i=$((i+1)); done; wait\n");
+    sb_spec(&s, "sh", "i=0; while [ $i -lt 50 ]; do sleep 5 & i=$((i+1)); done; wait\n");
     s.limits.pids_max = 10;
     ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
     ASSERT_EQ(r.status, SANDBOX_PIDS_LIMIT);
@@ -529,10 +478,10 @@ TEST(memory_and_pids_limits)
 
 TEST(setup_failure_fails_closed)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_sh(&s, "echo never\n");
+    sb_spec(&s, "sh", "echo never\n");
     static const char *bad[] = {"/usr/bin/no-such-interpreter", "/work/main.sh", NULL};
     s.argv = bad;
     s.eval_id = "t-fail-closed";
@@ -543,7 +492,7 @@ TEST(setup_failure_fails_closed)
     ASSERT_CONTAINS(r.error_message, "execve");
     ASSERT_EQ(r.out.len, 0);
     char what[512];
-    ASSERT_MSG(!leftovers("t-fail-closed", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-fail-closed", what, sizeof what), "left behind: %s", what);
     json_t *d = result_doc(&r);
     ASSERT(d);
     ASSERT_STREQ(json_string_value(json_object_get(json_object_get(d, "error"), "reason")),
@@ -558,10 +507,11 @@ TEST(setup_failure_fails_closed)
 
 TEST(output_dir_copies_files_not_links)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct sandbox_spec s;
-    spec_sh(&s, "echo data > a.txt; mkdir d; echo x > d/b; ln -s /etc/passwd link; mkfifo fifo\n");
+    sb_spec(&s, "sh",
+            "echo data > a.txt; mkdir d; echo x > d/b; ln -s /etc/passwd link; mkfifo fifo\n");
     char out[512];
     snprintf(out, sizeof out, "%s/out", test_tmpdir());
     s.output_dir = out;
@@ -622,7 +572,7 @@ TEST(gc_removes_stale_node_locks_keeps_held_ones)
 
 TEST(gc_removes_stale_keeps_live)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     char sd[512], p[600];
     snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
@@ -690,7 +640,7 @@ TEST(gc_removes_stale_keeps_live)
  * one pass, though populated cgroups are otherwise left alone for a day. */
 TEST(gc_kills_abandoned_frozen_run)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct stat st;
     if (stat("/sys/fs/cgroup/freezer", &st) < 0 || stat("/sys/fs/cgroup/pids", &st) < 0) {
@@ -743,7 +693,7 @@ TEST(gc_kills_abandoned_frozen_run)
  * gc kills the tasks and removes the cgroup at once. */
 TEST(gc_kills_populated_run_whose_owner_died)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct stat st;
     if (stat("/sys/fs/cgroup/pids", &st) < 0) {
@@ -805,7 +755,7 @@ TEST(status_names_round_trip)
 TEST(events_rate_limited_per_reason)
 {
     struct sandbox_spec s;
-    spec_sh(&s, "x");
+    sb_spec(&s, "sh", "x");
     struct sandbox_result r;
     memset(&r, 0, sizeof r);
     for (int i = 0; i < 250; i++)
@@ -826,7 +776,7 @@ static void *conc_run(void *arg)
 {
     struct conc *c = arg;
     struct sandbox_spec s;
-    spec_sh(&s, c->code);
+    sb_spec(&s, "sh", c->code);
     char err[256];
     c->rc = sandbox_run(&s, &c->r, err, sizeof err);
     return NULL;
@@ -836,7 +786,7 @@ static void *conc_run(void *arg)
  * inherit another run's pipes) and all clean up. */
 TEST(concurrent_runs_independent)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct conc slow = {.code = "sleep 1.5\n"};
     struct conc fast[4];
@@ -864,13 +814,13 @@ TEST(concurrent_runs_independent)
 /* With telemetry set up, a run records DESIGN.md's metrics. */
 TEST(metrics_recorded)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     struct telemetry_options o = {.no_process_metrics = true};
     char err[256];
     ASSERT_EQ(telemetry_init(&o, err, sizeof err), 0);
     struct sandbox_spec s;
-    spec_sh(&s, "sleep 2\n");
+    sb_spec(&s, "sh", "sleep 2\n");
     s.limits.wall_timeout_ms = 200;
     struct sandbox_result r;
     ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);

@@ -8,21 +8,16 @@
 #include <unistd.h>
 
 #include "sandbox/sandbox.h"
+#include "sandbox_testlib.h"
 #include "test.h"
 
-static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
 static const char *const hier[] = {"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"};
 #define PARENT "clearbox-test-parent"
 
 static int run_once(const char *id)
 {
     struct sandbox_spec s;
-    memset(&s, 0, sizeof s);
-    s.language = "sh";
-    s.code = "echo ok\n";
-    s.code_len = strlen(s.code);
-    s.code_name = "main.sh";
-    s.argv = sh_argv;
+    sb_spec(&s, "sh", "echo ok\n");
     s.eval_id = id;
     s.cgroup_parent = PARENT;
     struct sandbox_result r;
@@ -59,10 +54,8 @@ static void parents_remove(void)
 
 TEST(parent_removed_between_runs_is_made_again)
 {
-    if (geteuid() != 0) {
-        test_skip("needs root (cgroups)");
+    if (!sb_need_root())
         return;
-    }
     parents_remove();
     ASSERT_EQ(run_once("t-cg-parent-1"), 0);
     int made = parents_present();

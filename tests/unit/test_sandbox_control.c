@@ -11,44 +11,9 @@
 #include <unistd.h>
 
 #include "sandbox/sandbox.h"
+#include "sandbox_testlib.h"
 #include "test.h"
 #include "util/timeutil.h"
-
-static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
-
-static void spec_sh(struct sandbox_spec *s, const char *code)
-{
-    memset(s, 0, sizeof *s);
-    s->language = "sh";
-    s->code = code;
-    s->code_len = strlen(code);
-    s->code_name = "main.sh";
-    s->argv = sh_argv;
-}
-
-static bool leftovers(const char *id, char *what, size_t n)
-{
-    static const char *const dirs[] = {
-        "/run/clearbox/%s",
-        "/sys/fs/cgroup/memory/clearbox/%s",
-        "/sys/fs/cgroup/pids/clearbox/%s",
-        "/sys/fs/cgroup/cpu/clearbox/%s",
-        "/sys/fs/cgroup/cpuacct/clearbox/%s",
-        "/sys/fs/cgroup/freezer/clearbox/%s",
-        "/sys/fs/cgroup/blkio/clearbox/%s",
-        "/sys/fs/cgroup/unified/clearbox/%s",
-    };
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        char p[512];
-        struct stat st;
-        snprintf(p, sizeof p, dirs[i], id);
-        if (stat(p, &st) == 0) {
-            snprintf(what, n, "%s", p);
-            return true;
-        }
-    }
-    return false;
-}
 
 struct killer {
     struct sandbox_control *c;
@@ -105,7 +70,7 @@ TEST(kill_from_another_thread_ends_run_within_100ms)
     c.arg = &b;
     c.progress_interval_ms = 20;
     struct sandbox_spec s;
-    spec_sh(&s, "trap '' TERM\nsleep 30 & sleep 30\n");
+    sb_spec(&s, "sh", "trap '' TERM\nsleep 30 & sleep 30\n");
     s.eval_id = "t-control-kill";
     s.control = &c;
     struct killer k = {.c = &c, .delay_ms = 400};
@@ -123,7 +88,7 @@ TEST(kill_from_another_thread_ends_run_within_100ms)
     ASSERT_MSG(after_kill_ms < 100, "sandbox_run returned %.1f ms after the kill", after_kill_ms);
     ASSERT_MSG(r.execute_ms > 300, "the program ran only %.1f ms", r.execute_ms);
     char what[512];
-    ASSERT_MSG(!leftovers("t-control-kill", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-control-kill", what, sizeof what), "left behind: %s", what);
     /* heartbeats: ~every 20 ms over ~400 ms (generous bounds under load) */
     ASSERT_MSG(b.calls >= 5, "progress called %d times", b.calls);
     ASSERT_MSG(b.max_gap_ms < 200, "a gap of %.1f ms between progress calls", b.max_gap_ms);
@@ -145,7 +110,7 @@ TEST(kill_before_start_runs_nothing)
     sandbox_control_init(&c);
     sandbox_control_kill(&c);
     struct sandbox_spec s;
-    spec_sh(&s, "echo ran\n");
+    sb_spec(&s, "sh", "echo ran\n");
     s.eval_id = "t-control-early";
     s.control = &c;
     struct sandbox_result r;
@@ -155,7 +120,7 @@ TEST(kill_before_start_runs_nothing)
     ASSERT_EQ(r.out.len, 0);
     ASSERT(r.execute_ms == 0);
     char what[512];
-    ASSERT_MSG(!leftovers("t-control-early", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-control-early", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
 }
 
@@ -174,7 +139,7 @@ TEST(progress_only_run_completes)
     c.arg = &b;
     c.progress_interval_ms = 1; /* raised to the 10 ms minimum */
     struct sandbox_spec s;
-    spec_sh(&s, "sleep 0.2; echo done\n");
+    sb_spec(&s, "sh", "sleep 0.2; echo done\n");
     s.control = &c;
     struct sandbox_result r;
     char err[256];

@@ -20,30 +20,8 @@
 #include <unistd.h>
 
 #include "sandbox/sandbox.h"
+#include "sandbox_testlib.h"
 #include "test.h"
-
-static bool need_root(void)
-{
-    if (geteuid() != 0) {
-        test_skip("needs root (namespaces, cgroups)");
-        return false;
-    }
-    return true;
-}
-
-static const char *sh_argv[] = {"/bin/sh", "/work/main.sh", NULL};
-static const char *py_argv[] = {"/usr/bin/python3", "/work/main.py", NULL};
-
-static void spec_of(struct sandbox_spec *s, const char *lang, const char *code)
-{
-    memset(s, 0, sizeof *s);
-    bool py = !strcmp(lang, "python");
-    s->language = lang;
-    s->code = code;
-    s->code_len = strlen(code);
-    s->code_name = py ? "main.py" : "main.sh";
-    s->argv = py ? py_argv : sh_argv;
-}
 
 /* The pid of our child named clearbox-spawn, or -1. */
 static pid_t spawner_pid(void)
@@ -88,26 +66,6 @@ static int children_of(pid_t pid)
     return k;
 }
 
-static bool leftovers(const char *id, char *what, size_t n)
-{
-    char p[512];
-    struct stat st;
-    snprintf(p, sizeof p, "/run/clearbox/%s", id);
-    if (stat(p, &st) == 0) {
-        snprintf(what, n, "%s", p);
-        return true;
-    }
-    static const char *const h[] = {"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"};
-    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
-        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/clearbox/%s", h[i], id);
-        if (stat(p, &st) == 0) {
-            snprintf(what, n, "%s", p);
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Start the spawner of this test's process; false (a failure) if it
  * cannot be started or is not there. */
 static bool spawner_up(void)
@@ -140,7 +98,7 @@ static void *bg_run(void *arg)
 
 TEST(start_forks_one_small_spawner)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     char err[256];
     ASSERT_EQ(spawner_pid(), -1);
@@ -155,10 +113,10 @@ TEST(start_forks_one_small_spawner)
  * the spawner's memfd exactly as through a direct clone. */
 TEST(runs_programs_like_a_direct_clone)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     struct sandbox_spec s;
-    spec_of(&s, "python",
+    sb_spec(&s, "python",
             "import os,sys\nprint(os.getuid(), os.getcwd(), open('data.bin','rb').read().hex())\n"
             "print(sys.stdin.read().strip(), sorted(k for k in os.environ))\n"
             "print(os.access('tool.sh', os.X_OK), sys.argv[1:])\n");
@@ -186,20 +144,20 @@ TEST(runs_programs_like_a_direct_clone)
     ASSERT(r.res.memory_peak_mb > 0);
     ASSERT_EQ(strlen(r.seccomp_sha256), 64);
     char what[512];
-    ASSERT_MSG(!leftovers("t-spawn-runs", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-spawn-runs", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
 }
 
 /* While a sandbox runs, its init is the spawner's child, not ours. */
 TEST(init_is_the_spawners_child)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     pid_t sp = spawner_pid();
     ASSERT(sp > 0);
     int before = children_of(getpid());
     struct bg b;
-    spec_of(&b.s, "sh", "sleep 1\n");
+    sb_spec(&b.s, "sh", "sleep 1\n");
     b.s.eval_id = "t-spawn-child";
     pthread_t th;
     pthread_create(&th, NULL, bg_run, &b);
@@ -221,7 +179,7 @@ TEST(init_is_the_spawners_child)
  * process (like clearbox serve) blocks SIGTERM and ignores SIGPIPE. */
 TEST(program_gets_default_signals)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     sigset_t set, old;
     sigemptyset(&set);
@@ -230,7 +188,7 @@ TEST(program_gets_default_signals)
     void (*oldpipe)(int) = signal(SIGPIPE, SIG_IGN);
     void (*oldrt)(int) = signal(SIGRTMIN + 1, SIG_IGN);
     struct sandbox_spec s;
-    spec_of(&s, "sh", "grep -E '^Sig(Blk|Ign)' /proc/self/status\n");
+    sb_spec(&s, "sh", "grep -E '^Sig(Blk|Ign)' /proc/self/status\n");
     s.eval_id = "t-spawn-signals";
     struct sandbox_result r;
     char err[256];
@@ -245,10 +203,10 @@ TEST(program_gets_default_signals)
 
 TEST(timeout_through_the_spawner)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     struct sandbox_spec s;
-    spec_of(&s, "sh", "trap '' TERM INT; while :; do sleep 1; done\n");
+    sb_spec(&s, "sh", "trap '' TERM INT; while :; do sleep 1; done\n");
     s.limits.wall_timeout_ms = 300;
     s.eval_id = "t-spawn-timeout";
     struct sandbox_result r;
@@ -258,7 +216,7 @@ TEST(timeout_through_the_spawner)
     ASSERT_EQ(r.signal, SIGKILL);
     ASSERT_MSG(r.execute_ms < 800, "timeout took %.1f ms", r.execute_ms);
     char what[512];
-    ASSERT_MSG(!leftovers("t-spawn-timeout", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-spawn-timeout", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
     /* the spawner reaps its inits: no zombie stays for long */
     pid_t sp = spawner_pid();
@@ -272,10 +230,10 @@ TEST(timeout_through_the_spawner)
 
 TEST(setup_failure_through_the_spawner_fails_closed)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     struct sandbox_spec s;
-    spec_of(&s, "sh", "echo never\n");
+    sb_spec(&s, "sh", "echo never\n");
     static const char *bad[] = {"/usr/bin/no-such-interpreter", "/work/main.sh", NULL};
     s.argv = bad;
     s.eval_id = "t-spawn-fail";
@@ -286,19 +244,19 @@ TEST(setup_failure_through_the_spawner_fails_closed)
     ASSERT_CONTAINS(r.error_message, "execve");
     ASSERT_EQ(r.out.len, 0);
     char what[512];
-    ASSERT_MSG(!leftovers("t-spawn-fail", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-spawn-fail", what, sizeof what), "left behind: %s", what);
     sandbox_result_free(&r);
 }
 
 TEST(concurrent_runs_through_one_spawner)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     struct bg b[4];
     pthread_t th[4];
     char ids[4][32];
     for (int i = 0; i < 4; i++) {
-        spec_of(&b[i].s, "sh", "echo \"$((6 * 7))\"\n");
+        sb_spec(&b[i].s, "sh", "echo \"$((6 * 7))\"\n");
         snprintf(ids[i], sizeof ids[i], "t-spawn-conc-%d", i);
         b[i].s.eval_id = ids[i];
         pthread_create(&th[i], NULL, bg_run, &b[i]);
@@ -316,7 +274,7 @@ TEST(concurrent_runs_through_one_spawner)
  * then clones init itself, and says nothing to the caller. */
 TEST(dead_spawner_falls_back_to_a_direct_clone)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     pid_t sp = spawner_pid();
     ASSERT(sp > 0);
@@ -324,7 +282,7 @@ TEST(dead_spawner_falls_back_to_a_direct_clone)
     int st;
     ASSERT_EQ(waitpid(sp, &st, 0), sp);
     struct sandbox_spec s;
-    spec_of(&s, "sh", "echo fallback\n");
+    sb_spec(&s, "sh", "echo fallback\n");
     s.eval_id = "t-spawn-fallback";
     struct sandbox_result r;
     char err[256];
@@ -334,12 +292,12 @@ TEST(dead_spawner_falls_back_to_a_direct_clone)
     sandbox_result_free(&r);
     sandbox_spawner_stop(); /* its socket is already closed: a no-op */
     char what[512];
-    ASSERT_MSG(!leftovers("t-spawn-fallback", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-spawn-fallback", what, sizeof what), "left behind: %s", what);
 }
 
 TEST(stop_ends_the_spawner)
 {
-    if (!need_root())
+    if (!sb_need_root())
         return;
     char err[256];
     ASSERT_EQ(sandbox_spawner_start(err, sizeof err), 0);
@@ -355,13 +313,13 @@ TEST(stop_ends_the_spawner)
  * up, the spawner killed, and the run goes on with a direct clone. */
 TEST(stuck_spawner_is_given_up_and_the_run_goes_on)
 {
-    if (!need_root() || !spawner_up())
+    if (!sb_need_root() || !spawner_up())
         return;
     pid_t sp = spawner_pid();
     ASSERT(sp > 0);
     ASSERT_EQ(kill(sp, SIGSTOP), 0);
     struct sandbox_spec s;
-    spec_of(&s, "sh", "echo after-a-stuck-spawner\n");
+    sb_spec(&s, "sh", "echo after-a-stuck-spawner\n");
     s.eval_id = "t-spawn-stuck";
     struct sandbox_result r;
     char err[256];
@@ -378,5 +336,5 @@ TEST(stuck_spawner_is_given_up_and_the_run_goes_on)
     sandbox_spawner_stop();
     ASSERT_EQ(spawner_pid(), -1);
     char what[512];
-    ASSERT_MSG(!leftovers("t-spawn-stuck", what, sizeof what), "left behind: %s", what);
+    ASSERT_MSG(!sb_leftovers("t-spawn-stuck", what, sizeof what), "left behind: %s", what);
 }
