@@ -474,6 +474,20 @@ static PGresult *pg_run(struct pg *g, enum stmt_id id, const struct params *p, i
     }
 }
 
+/* A write whose answer is only how many rows it touched: that count, or
+ * -errno (err says why). */
+static int64_t pg_run_count(struct pg *g, enum stmt_id id, const struct params *p,
+                            const char *what, char *err, size_t errlen)
+{
+    int rc;
+    PGresult *r = pg_run(g, id, p, &rc, what, err, errlen);
+    if (!r)
+        return rc;
+    int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
+    g->pq->clear(r);
+    return k;
+}
+
 /* Integer column of any width (int2/4/8, bool), big-endian; NULL = 0. */
 static int64_t col_i64(const struct pq_dl *pq, const PGresult *r, int row, int c)
 {
@@ -1170,12 +1184,9 @@ static int pg_purge(store_t *s, int64_t before_ns, int64_t *deleted, char *err, 
     for (;;) {
         struct params p = {0};
         p_i64(&p, before_ns);
-        int rc;
-        PGresult *r = pg_run(g, S_PURGE, &p, &rc, "purge", err, errlen);
-        if (!r)
-            return rc;
-        int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
-        g->pq->clear(r);
+        int64_t k = pg_run_count(g, S_PURGE, &p, "purge", err, errlen);
+        if (k < 0)
+            return (int)k;
         *deleted += k;
         if (k < 500)
             return 0;
@@ -1190,12 +1201,9 @@ static int pg_callback_record(store_t *s, const char *id, const char *delivery_j
     p_text(&p, id);
     p_text(&p, delivery_json);
     p_i64(&p, STORE_CALLBACKS_MAX);
-    int rc;
-    PGresult *r = pg_run(g, S_CALLBACK, &p, &rc, "record callback", err, errlen);
-    if (!r)
-        return rc;
-    int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
-    g->pq->clear(r);
+    int64_t k = pg_run_count(g, S_CALLBACK, &p, "record callback", err, errlen);
+    if (k < 0)
+        return (int)k;
     if (k == 1)
         return 0;
     return why_not(g, id, -E2BIG, NULL, "record callback", err, errlen);
@@ -1234,15 +1242,12 @@ static int pg_callback_settle(store_t *s, const char *id, const char *owner, int
     else
         p_text(&p, NULL);
     p_i64(&p, STORE_CALLBACKS_MAX);
-    int rc;
-    PGresult *r = pg_run(g, S_CB_SETTLE, &p, &rc, "settle webhook", err, errlen);
-    if (!r)
-        return rc;
-    int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
-    g->pq->clear(r);
+    int64_t k = pg_run_count(g, S_CB_SETTLE, &p, "settle webhook", err, errlen);
+    if (k < 0)
+        return (int)k;
     if (k == 1)
         return 0;
-    rc = why_not(g, id, -ESTALE, NULL, "settle webhook", err, errlen);
+    int rc = why_not(g, id, -ESTALE, NULL, "settle webhook", err, errlen);
     if (rc == -ESTALE)
         err_set(err, errlen, -ESTALE,
                 "settle webhook: attempt %d of evaluation %s is no longer claimed by %s",
@@ -1255,13 +1260,7 @@ static int pg_callback_release(store_t *s, const char *owner, char *err, size_t 
     struct pg *g = PG(s);
     struct params p = {0};
     p_text(&p, owner);
-    int rc;
-    PGresult *r = pg_run(g, S_CB_RELEASE, &p, &rc, "release webhook leases", err, errlen);
-    if (!r)
-        return rc;
-    int64_t k = strtoll(g->pq->cmdTuples(r), NULL, 10);
-    g->pq->clear(r);
-    return (int)k;
+    return (int)pg_run_count(g, S_CB_RELEASE, &p, "release webhook leases", err, errlen);
 }
 
 static int pg_callback_stats(store_t *s, struct store_callback_stats *cs, char *err,
