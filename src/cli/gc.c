@@ -21,7 +21,8 @@ static int cmd_gc(int argc, char **argv)
             char sd[PATH_MAX];
             sandbox_state_dir_default(sd, sizeof sd);
             printf("usage: clearbox gc [--state-dir DIR] [--cgroup-parent NAME]\n"
-                   "Remove state directories, workspace mounts and cgroups left by crashed runs.\n"
+                   "Remove state directories, workspace mounts and cgroups left by crashed runs,\n"
+                   "and the node lock files of services that did not stop cleanly.\n"
                    "Prints one line per removed item.\n"
                    "  --state-dir DIR       default: the one runs use: /run/clearbox as root;\n"
                    "                        otherwise $XDG_RUNTIME_DIR/clearbox (when it is the\n"
