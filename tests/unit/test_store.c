@@ -4,10 +4,12 @@
  * errors, file mode, WAL pragmas, and the CLI refusing an unreachable
  * PostgreSQL. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "service/store.h"
 #include "test.h"
@@ -37,6 +39,64 @@ static int backend_exec(const char *name, const char *sql)
 #include "store_cases.h"
 
 /* ---- SQLite only ------------------------------------------------------------------ */
+
+/* ---- the busy handler (store_sqlite.c sq_busy) --------------------------------------- */
+
+struct lock_holder {
+    sqlite3 *db;
+    int hold_ms;
+};
+
+static void *release_later(void *arg)
+{
+    struct lock_holder *h = arg;
+    struct timespec ts = {h->hold_ms / 1000, (long)(h->hold_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
+    return NULL;
+}
+
+static double since_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* A write lock another connection holds briefly is waited for (retries every
+ * 50 us-2 ms, not SQLite's 1-100 ms sleeps); one held past busy_timeout_ms
+ * gives -EBUSY after about that long. */
+TEST(busy_writer_is_waited_for_then_given_up_at_the_timeout)
+{
+    store_t *s = NULL;
+    struct store_options o = {.flags = STORE_OPEN_MIGRATE, .busy_timeout_ms = 300};
+    ASSERT_EQ(store_open(db_url("busy"), &o, &s, err, sizeof err), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/busy.db", test_tmpdir());
+    struct lock_holder h = {NULL, 40};
+    ASSERT_EQ(sqlite3_open(path, &h.db), SQLITE_OK);
+    struct eval_record r;
+    struct timespec t0;
+
+    ASSERT_EQ(sqlite3_exec(h.db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, release_later, &h), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_EQ(store_claim(s, "w-busy", 1000, &r, err, sizeof err), -EAGAIN); /* got the lock */
+    double waited = since_ms(&t0);
+    pthread_join(th, NULL);
+    ASSERT_MSG(waited >= 30 && waited < 250, "waited %.1f ms for a 40 ms lock", waited);
+
+    ASSERT_EQ(sqlite3_exec(h.db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_EQ(store_claim(s, "w-busy", 1000, &r, err, sizeof err), -EBUSY);
+    waited = since_ms(&t0);
+    ASSERT_CONTAINS(err, "busy_timeout");
+    ASSERT_MSG(waited >= 290 && waited < 2000, "gave up after %.1f ms (busy_timeout 300)", waited);
+    sqlite3_exec(h.db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(h.db);
+    store_close(s);
+}
 
 /* ---- names, ids ---------------------------------------------------------------- */
 
