@@ -378,3 +378,20 @@ int pg_test_query1(PGconn *c, const char *sql, char *out, size_t cap, char *err,
     pq->clear(r);
     return rc;
 }
+
+void pg_test_start_for_binary(const char *name)
+{
+    FILE *f = fopen("/proc/self/cmdline", "r");
+    if (f) {
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        size_t first = strlen(buf) + 1;
+        if (first < n && !strcmp(buf + first, "-l"))
+            return;
+    }
+    char e[512];
+    if (pg_test_start(e, sizeof e) < 0)
+        fprintf(stderr, "%s: cannot start PostgreSQL: %s\n", name, e);
+}

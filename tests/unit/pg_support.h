@@ -22,6 +22,10 @@
 
 int pg_test_start(char *err, size_t errlen);
 void pg_test_stop(void);
+/* For a test binary's constructor: pg_test_start() unless the binary was
+ * only asked to list its tests (-l); a failure is said on stderr under
+ * name (the tests that need the cluster then fail with their own words). */
+void pg_test_start_for_binary(const char *name);
 /* Why start failed ("" if it did not), for tests to report. */
 const char *pg_test_error(void);
 

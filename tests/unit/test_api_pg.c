@@ -34,20 +34,7 @@ static void backend_db_url(char *out, size_t cap)
 /* One cluster for the whole binary, started before the first test forks. */
 __attribute__((constructor(300))) static void cluster_start(void)
 {
-    /* `test_api_pg -l` only lists: no server for that. */
-    FILE *f = fopen("/proc/self/cmdline", "r");
-    if (f) {
-        char buf[512];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        size_t first = strlen(buf) + 1;
-        if (first < n && !strcmp(buf + first, "-l"))
-            return;
-    }
-    char e[512];
-    if (pg_test_start(e, sizeof e) < 0)
-        fprintf(stderr, "test_api_pg: cannot start PostgreSQL: %s\n", e);
+    pg_test_start_for_binary("test_api_pg");
 }
 
 __attribute__((destructor)) static void cluster_stop(void) { pg_test_stop(); }
