@@ -9,11 +9,7 @@
 # pages, Ctrl-C while waiting, usage errors. Needs $CLEARBOX (make test sets
 # it) and root (the sandbox). Prints "N passed, N failed" last.
 set -u
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; exit $?; }
+. "$(dirname "$0")/lib/report.sh"
 # check NAME 'CONDITION': the condition is shell code, evaluated here (so it
 # sees the variables and functions); a failure shows the last outputs
 check() {
@@ -22,10 +18,7 @@ check() {
         echo "  stderr: $(head -c 600 "$tmp/err" 2>/dev/null)"; fi
 }
 
-CB=${CLEARBOX:-$(cd "$(dirname "$0")/../.." && pwd)/build/clearbox}
 ADV=$(cd "$(dirname "$0")/../adversarial" && pwd)
-PY=/usr/bin/python3
-if [ ! -x "$CB" ]; then bad "no clearbox binary at $CB"; finish; fi
 if [ "$(id -u)" != 0 ]; then echo "SKIP client: needs root (the sandbox)"; finish; fi
 tmp=$(mktemp -d /tmp/cb-client.XXXXXX)
 pid=""

@@ -31,19 +31,8 @@
 # failed" last; exit 1 on failure.
 # shellcheck disable=SC2154 # ${name}_url and ${name}_pid are set by start_node (eval)
 set -u
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" = 0 ]
-    exit $?
-}
+. "$(dirname "$0")/lib/report.sh"
 
-CB=${CLEARBOX:-$(cd "$(dirname "$0")/../.." && pwd)/build/clearbox}
-PY=/usr/bin/python3
-if [ ! -x "$CB" ]; then bad "no clearbox binary at $CB"; finish; fi
 if [ "$(id -u)" != 0 ]; then echo "SKIP multinode_pg: needs root (the sandbox)"; finish; fi
 
 pgbin=${CLEARBOX_PG_BINDIR:-}

@@ -5,15 +5,8 @@
 # running evaluation finish within the grace period, logs service.stopped and
 # exits 0. Needs $CLEARBOX (make test sets it) and root (the sandbox).
 set -u
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; exit $?; }
+. "$(dirname "$0")/lib/report.sh"
 
-CB=${CLEARBOX:-$(cd "$(dirname "$0")/../.." && pwd)/build/clearbox}
-if [ ! -x "$CB" ]; then bad "no clearbox binary at $CB"; finish; fi
-PY=/usr/bin/python3
 tmp=$(mktemp -d)
 pid=""
 cleanup() {

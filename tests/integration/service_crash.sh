@@ -37,19 +37,8 @@
 #
 # Needs root (the sandbox). Prints "N passed, N failed" last; exit 1 on failure.
 set -u
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" = 0 ]
-    exit $?
-}
+. "$(dirname "$0")/lib/report.sh"
 
-CB=${CLEARBOX:-$(cd "$(dirname "$0")/../.." && pwd)/build/clearbox}
-PY=/usr/bin/python3
-if [ ! -x "$CB" ]; then bad "no clearbox binary at $CB"; finish; fi
 if [ "$(id -u)" != 0 ]; then echo "SKIP service_crash: needs root (the sandbox)"; finish; fi
 if ! command -v curl >/dev/null; then bad "curl not found (apt-get install curl)"; finish; fi
 
