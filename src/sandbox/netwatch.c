@@ -99,7 +99,10 @@ struct netwatch {
     struct seccomp_notif *req;         /* sized by SECCOMP_GET_NOTIF_SIZES */
     struct seccomp_notif_resp *resp;
     size_t req_size, resp_size;
-    pthread_mutex_t mu;                /* guards st */
+    pthread_mutex_t mu;                /* guards st, pending and the stop hook */
+    void (*on_stop)(void *);           /* netwatch_stop_request_then() */
+    void *on_stop_arg;
+    bool on_stop_taken;                /* called (or being called) */
     struct netwatch_stats st;
 };
 
@@ -754,9 +757,31 @@ static void dns_tcp_read(struct netwatch *nw, struct tcp_conn *c)
 enum { P_STOP, P_WAKE, P_LISTENER, P_DNS0, P_CONN0 = P_DNS0 + NETWATCH_DNS_NFDS,
        P_MAX = P_CONN0 + NW_TCP_MAX };
 
+/* The stop hook, once: whoever takes it first runs it (mu held to take). */
+static void run_stop_hook(struct netwatch *nw)
+{
+    pthread_mutex_lock(&nw->mu);
+    void (*fn)(void *) = nw->on_stop_taken ? NULL : nw->on_stop;
+    if (fn)
+        nw->on_stop_taken = true;
+    void *arg = nw->on_stop_arg;
+    pthread_mutex_unlock(&nw->mu);
+    if (fn)
+        fn(arg);
+}
+
+static void nw_loop(struct netwatch *nw);
+
 static void *nw_main(void *p)
 {
     struct netwatch *nw = p;
+    nw_loop(nw);
+    run_stop_hook(nw);
+    return NULL;
+}
+
+static void nw_loop(struct netwatch *nw)
+{
     struct pollfd pfd[P_MAX];
     int slot_of[P_MAX];
     for (;;) {
@@ -802,7 +827,7 @@ static void *nw_main(void *p)
                 continue;
             int s = slot_of[i];
             if (s == P_STOP)
-                return NULL;
+                return;
             if (s == P_WAKE) {
                 uint64_t v;
                 ssize_t rr = read(nw->wakefd, &v, sizeof v);
@@ -845,7 +870,6 @@ static void *nw_main(void *p)
             }
         }
     }
-    return NULL;
 }
 
 /* ---- API ------------------------------------------------------------------- */
@@ -984,12 +1008,26 @@ void netwatch_stop_request(netwatch_t *nw)
         ;
 }
 
+void netwatch_stop_request_then(netwatch_t *nw, void (*fn)(void *), void *arg)
+{
+    if (!nw)
+        return;
+    pthread_mutex_lock(&nw->mu);
+    if (!nw->on_stop_taken) {
+        nw->on_stop = fn;
+        nw->on_stop_arg = arg;
+    }
+    pthread_mutex_unlock(&nw->mu);
+    netwatch_stop_request(nw);
+}
+
 void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final)
 {
     if (!nw)
         return;
     netwatch_stop_request(nw);
     pthread_join(nw->thread, NULL);
+    run_stop_hook(nw); /* the thread had ended before it was set */
     if (final)
         netwatch_stats(nw, final);
     if (nw->listener >= 0)

@@ -108,6 +108,14 @@ void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final);
  * which still owns the join, the fds and the memory). Safe from any thread;
  * repeatable; NULL is a no-op. */
 void netwatch_stop_request(netwatch_t *nw);
+/* The same, and have the thread call fn(arg) on its way out: work that may
+ * run beside the caller's own teardown (the engine removes its state
+ * directory and drops init's mount namespace there, ~0.15 ms, while it
+ * reads and removes the cgroups). fn runs exactly once: in the thread, or in
+ * netwatch_stop if the thread had already ended. Until netwatch_stop
+ * returns, the caller must not touch what fn touches. Call it at most once;
+ * NULL nw is a no-op (fn is not called). */
+void netwatch_stop_request_then(netwatch_t *nw, void (*fn)(void *), void *arg);
 void netwatch_stats(netwatch_t *nw, struct netwatch_stats *out);
 /* Hand the seccomp listener to a supervisor started without one (the
  * engine starts it as soon as the DNS sockets exist, so the thread is up

@@ -761,3 +761,34 @@ TEST(program_killed_mid_call_leaves_supervisor_sound)
     ASSERT_EQ(fx_nev, 10); /* bounded */
     ASSERT(f.st.suppressed[NETWATCH_NETWORK_ATTEMPT] > 0);
 }
+
+/* netwatch_stop_request_then: the hook runs once, in the supervisor's
+ * thread, before netwatch_stop returns; without a supervisor it never runs. */
+struct stop_hook_seen {
+    int calls;
+    pthread_t thread;
+};
+
+static void stop_hook(void *arg)
+{
+    struct stop_hook_seen *s = arg;
+    s->calls++;
+    s->thread = pthread_self();
+}
+
+TEST(stop_hook_runs_once_in_the_supervisor_thread)
+{
+    char err[256];
+    struct netwatch_config cfg;
+    netwatch_config_init(&cfg);
+    netwatch_t *nw = NULL;
+    ASSERT_EQ(netwatch_start(&cfg, &nw, err, sizeof err), 0);
+    struct stop_hook_seen seen = {0};
+    netwatch_stop_request_then(nw, stop_hook, &seen);
+    netwatch_stop_request(nw); /* repeated requests do not run it again */
+    netwatch_stop(nw, NULL);
+    ASSERT_EQ(seen.calls, 1);
+    ASSERT(!pthread_equal(seen.thread, pthread_self()));
+    netwatch_stop_request_then(NULL, stop_hook, &seen);
+    ASSERT_EQ(seen.calls, 1);
+}
