@@ -182,22 +182,17 @@ static void engine_alone(int n)
     free(te);
 }
 
-/* The seccomp filter, the way each `clearbox run` process gets it: built
- * with libseccomp (a cache miss: generation, the description's SHA-256,
- * the file written) against read from the cache file. A fresh process each
- * time (the filter is also kept in memory per process). */
-static uint64_t filter_once(const char *cache_dir)
+/* Time fn(arg) in a fresh child (fn's state stays there); fn returns < 0 on
+ * failure, which fails the benchmark with what. */
+static uint64_t child_time(int (*fn)(void *), void *arg, const char *what)
 {
     int p[2];
     if (pipe(p) < 0)
         bench_fail("pipe: %s", strerror(errno));
     pid_t pid = fork();
     if (pid == 0) {
-        setenv("CLEARBOX_CACHE_DIR", cache_dir, 1);
-        struct seccomp_prog prog;
-        char err[256];
         uint64_t t0 = bench_now_ns();
-        int rc = seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &prog, err, sizeof err);
+        int rc = fn(arg);
         uint64_t t = bench_now_ns() - t0;
         if (rc < 0 || write(p[1], &t, sizeof t) != (ssize_t)sizeof t)
             _exit(1);
@@ -206,10 +201,27 @@ static uint64_t filter_once(const char *cache_dir)
     close(p[1]);
     uint64_t t = 0;
     if (read(p[0], &t, sizeof t) != (ssize_t)sizeof t)
-        bench_fail("seccomp_policy_build failed in the child");
+        bench_fail("%s failed in the child", what);
     close(p[0]);
     waitpid(pid, NULL, 0);
     return t;
+}
+
+/* The seccomp filter, the way each `clearbox run` process gets it: built
+ * with libseccomp (a cache miss: generation, the description's SHA-256,
+ * the file written) against read from the cache file. A fresh process each
+ * time (the filter is also kept in memory per process). */
+static int filter_build(void *cache_dir)
+{
+    setenv("CLEARBOX_CACHE_DIR", cache_dir, 1);
+    struct seccomp_prog prog;
+    char err[256];
+    return seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &prog, err, sizeof err);
+}
+
+static uint64_t filter_once(const char *cache_dir)
+{
+    return child_time(filter_build, (void *)cache_dir, "seccomp_policy_build");
 }
 
 static void filter_cache(int n)
@@ -232,6 +244,45 @@ static void filter_cache(int n)
     bench_report("seccomp_filter_from_cache", sw.median, "seccomp_filter_built", sc.median, 0);
     free(cold);
     free(warm);
+}
+
+/* What installing the filter costs the kernel, on the way to every
+ * program's start: libseccomp's own program against the compact one the
+ * engine uses (seccomp_compact.h), each loaded by a fresh child. */
+static int filter_install(void *p)
+{
+    if (seccomp_nnp_set() < 0)
+        return -1;
+    return seccomp_prog_load(p); /* the timed part includes prctl: ~1 us */
+}
+
+static uint64_t load_once(const struct seccomp_prog *p)
+{
+    return child_time(filter_install, (void *)p, "loading the seccomp filter");
+}
+
+static void filter_load(int n)
+{
+    struct seccomp_prog lib, compact;
+    char err[256];
+    if (seccomp_policy_build_fresh(SECCOMP_POLICY_DEFAULT, false, &lib, err, sizeof err) < 0 ||
+        seccomp_policy_build_fresh(SECCOMP_POLICY_DEFAULT, true, &compact, err, sizeof err) < 0)
+        bench_fail("seccomp_policy_build_fresh: %s", err);
+    uint64_t *a = calloc((size_t)n, sizeof(uint64_t)), *b = calloc((size_t)n, sizeof(uint64_t));
+    for (int i = 0; i < n; i++) { /* interleaved */
+        a[i] = load_once(&compact);
+        b[i] = load_once(&lib);
+    }
+    struct stats sa = stats_of(a, n), sb = stats_of(b, n);
+    bench_note("seccomp filter load in the kernel: compact %u insns median %.3f ms, libseccomp "
+               "%u insns median %.3f ms",
+               compact.len, sa.median / 1e6, lib.len, sb.median / 1e6);
+    bench_report("seccomp_filter_load_compact", sa.median, "seccomp_filter_load_libseccomp",
+                 sb.median, 0);
+    free(a);
+    free(b);
+    seccomp_prog_free(&lib);
+    seccomp_prog_free(&compact);
 }
 
 static void monitoring(int n)
@@ -307,6 +358,7 @@ int main(void)
     compare("trivial_sh", sh, n, have_bwrap, 0);
     compare("python_pass", py, n, have_bwrap, 1.3);
     filter_cache(bench_quick() ? 5 : 20); /* before anything builds a filter in this process */
+    filter_load(bench_quick() ? 20 : 100);
     engine_alone(n);
     monitoring(bench_quick() ? 5 : 15);
     char cmd[128];

@@ -62,6 +62,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "sandbox/seccomp_compact.h"
 #include "sandbox/seccomp_dl.h"
 #include "util/buf.h"
 #include "util/err.h"
@@ -377,8 +378,8 @@ static int prog_copy(struct seccomp_prog *dst, const struct seccomp_prog *src)
     return 0;
 }
 
-static int policy_build_uncached(const char *name, struct seccomp_prog *out, char *err,
-                                 size_t errlen);
+static int policy_build_uncached(const char *name, bool compact, struct seccomp_prog *out,
+                                 char *err, size_t errlen);
 
 /* ---- the cache file (see the note at the top) ---------------------------- */
 
@@ -454,7 +455,7 @@ static int cache_key(const char *name, char key[CACHE_KEY_LEN])
      * library itself is loaded only on a miss (seccomp_dl.h), and asking it
      * for its version on every run would cost what the cache saves */
     memset(key, 0, CACHE_KEY_LEN);
-    int n = snprintf(key, CACHE_KEY_LEN, "policy=%s build=%s libseccomp=%u.%u.%u arch=%08x opt=%d",
+    int n = snprintf(key, CACHE_KEY_LEN, "policy=%s build=%s libseccomp=%u.%u.%u arch=%08x opt=%d gen=compact",
                      name, f.hex, SCMP_VER_MAJOR, SCMP_VER_MINOR, SCMP_VER_MICRO,
                      seccomp_audit_arch_native(), SECCOMP_OPTIMIZE);
     return n > 0 && n < CACHE_KEY_LEN ? 0 : -ENAMETOOLONG;
@@ -641,7 +642,7 @@ int seccomp_policy_build(const char *name, struct seccomp_prog *out, char *err, 
     pthread_mutex_lock(&cache_mu);
     int rc = 0;
     if (!cache_prog.insns && seccomp_cache_load(name, &cache_prog) < 0) {
-        rc = policy_build_uncached(name, &cache_prog, err, errlen);
+        rc = policy_build_uncached(name, true, &cache_prog, err, errlen);
         if (rc == 0)
             seccomp_cache_store(&cache_prog); /* best effort: a miss costs time only */
     }
@@ -651,8 +652,104 @@ int seccomp_policy_build(const char *name, struct seccomp_prog *out, char *err, 
     return rc;
 }
 
-static int policy_build_uncached(const char *name, struct seccomp_prog *out, char *err,
-                                 size_t errlen)
+/* The rules of build_default() as data for seccomp_compact_build(): the
+ * same tables, the same numbers (libseccomp's, via resolve_nr). */
+static int rules_default(struct seccomp_rules *r)
+{
+    memset(r, 0, sizeof *r);
+    r->arch = seccomp_audit_arch_native();
+#if defined(__x86_64__)
+    r->x32_bit = true;
+#endif
+    r->badarch = SECCOMP_RET_USER_NOTIF;
+    r->dflt = SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA);
+    struct {
+        const char *const *names;
+        size_t n;
+        uint32_t act;
+    } lists[] = {
+        {allow_names, sizeof allow_names / sizeof allow_names[0], SECCOMP_RET_ALLOW},
+        {allow_new_names, sizeof allow_new_names / sizeof allow_new_names[0], SECCOMP_RET_ALLOW},
+        {audit_names, sizeof audit_names / sizeof audit_names[0], SECCOMP_RET_USER_NOTIF},
+        {net_names, sizeof net_names / sizeof net_names[0], SECCOMP_RET_USER_NOTIF},
+    };
+    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++)
+        for (size_t i = 0; i < lists[l].n; i++) {
+            int nr = resolve_nr(lists[l].names[i]);
+            if (nr < 0)
+                continue; /* absent on this arch, as in add_plain() */
+            if (r->n == SECCOMP_COMPACT_RULES_MAX)
+                return -E2BIG;
+            r->nr[r->n] = nr;
+            r->act[r->n++] = lists[l].act;
+        }
+    const struct {
+        const char *name;
+        int arg;
+        uint64_t mask;
+    } conds[] = {
+        {"sendto", 4, ~0ull},                                    /* a destination */
+        {"clone", 0, CLONE_NS_MASK},                             /* namespace flags */
+        {"seccomp", 1, SECCOMP_FILTER_FLAG_NEW_LISTENER},        /* a listener */
+    };
+    for (size_t i = 0; i < sizeof conds / sizeof conds[0]; i++) {
+        int nr = resolve_nr(conds[i].name);
+        if (nr < 0)
+            return -ENOENT;
+        r->conds[r->nconds++] = (struct seccomp_cond){nr, conds[i].arg, conds[i].mask,
+                                                      SECCOMP_RET_ALLOW, SECCOMP_RET_USER_NOTIF};
+    }
+    return 0;
+}
+
+/* Replace libseccomp's program (*insns, *len) by the compact one when that
+ * compiles and gives the same action on every probe (seccomp_compact.h);
+ * otherwise leave it. Either way the policy is the same. */
+static void compact_choose(struct sock_filter **insns, size_t *len)
+{
+    struct seccomp_rules *r = malloc(sizeof *r);
+    struct sock_filter *c = malloc(BPF_MAXINSNS * sizeof *c);
+    int cl = -ENOMEM;
+    if (r && c && rules_default(r) == 0)
+        cl = seccomp_compact_build(r, c, BPF_MAXINSNS);
+    if (cl > 0 && (size_t)cl < *len &&
+        seccomp_bpf_equivalent(c, (size_t)cl, *insns, *len, r, NULL, 0) == 1) {
+        struct sock_filter *shrunk = realloc(c, (size_t)cl * sizeof *c);
+        free(*insns);
+        *insns = shrunk ? shrunk : c;
+        *len = (size_t)cl;
+        c = NULL;
+    }
+    free(c);
+    free(r);
+}
+
+int seccomp_policy_build_fresh(const char *name, bool compact, struct seccomp_prog *out,
+                               char *err, size_t errlen)
+{
+    if (!out)
+        return err_set(err, errlen, -EINVAL, "seccomp_policy_build_fresh: out is NULL");
+    pthread_mutex_lock(&cache_mu);
+    int rc = policy_build_uncached(name, compact, out, err, errlen);
+    pthread_mutex_unlock(&cache_mu);
+    return rc;
+}
+
+int seccomp_policy_rules(const char *name, struct seccomp_rules *r, char *err, size_t errlen)
+{
+    if (!name || strcmp(name, SECCOMP_POLICY_DEFAULT) != 0)
+        return err_set(err, errlen, -ENOENT, "unknown seccomp policy \"%s\" (known: default)",
+                       name ? name : "(null)");
+    pthread_mutex_lock(&cache_mu);
+    int rc = (sdl = seccomp_dl(err, errlen)) ? rules_default(r) : -ENOENT;
+    pthread_mutex_unlock(&cache_mu);
+    if (rc < 0 && rc != -ENOENT)
+        err_set(err, errlen, rc, "the default policy's rules do not fit");
+    return rc;
+}
+
+static int policy_build_uncached(const char *name, bool compact, struct seccomp_prog *out,
+                                 char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     char sha[SECCOMP_SHA256_HEX];
@@ -722,9 +819,13 @@ static int policy_build_uncached(const char *name, struct seccomp_prog *out, cha
         }
         got += (size_t)r;
     }
+    size_t len = bytes / sizeof(struct sock_filter);
+    /* libseccomp's program, or the compact one when it proves equal */
+    if (compact)
+        compact_choose(&insns, &len);
     out->insns = insns;
     insns = NULL;
-    out->len = (unsigned short)(bytes / sizeof(struct sock_filter));
+    out->len = (unsigned short)len;
     snprintf(out->name, sizeof out->name, "%s", name);
     memcpy(out->sha256, sha, sizeof out->sha256);
     rc = 0;

@@ -47,6 +47,7 @@
 #ifndef CLEARBOX_SANDBOX_SECCOMP_H
 #define CLEARBOX_SANDBOX_SECCOMP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -72,6 +73,15 @@ struct seccomp_prog {
  * program held in memory (thread-safe). -ENOENT for an unknown name, -EIO if
  * libseccomp fails. On failure *out is zeroed. */
 int seccomp_policy_build(const char *name, struct seccomp_prog *out, char *err, size_t errlen);
+/* Tests and the benchmark: build without the cache. compact false gives
+ * libseccomp's own program; true the one seccomp_policy_build() uses (the
+ * compact program of seccomp_compact.h when it proves equal, else
+ * libseccomp's). */
+int seccomp_policy_build_fresh(const char *name, bool compact, struct seccomp_prog *out,
+                               char *err, size_t errlen);
+/* The policy's rules as data (seccomp_compact.h), numbers from libseccomp. */
+struct seccomp_rules;
+int seccomp_policy_rules(const char *name, struct seccomp_rules *r, char *err, size_t errlen);
 /* The AUDIT_ARCH_ value of the architecture this binary was built for (what
  * seccomp_data.arch holds for native calls), without loading libseccomp. */
 uint32_t seccomp_audit_arch_native(void);

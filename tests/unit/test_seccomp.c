@@ -33,6 +33,7 @@
 
 #include "sandbox/netwatch.h"
 #include "sandbox/seccomp.h"
+#include "sandbox/seccomp_compact.h"
 #include "sandbox_testlib.h"
 #include "test.h"
 #include "util/timeutil.h"
@@ -82,7 +83,7 @@ TEST(policy_build_gives_bpf_with_the_description_hash)
     char err[256], sha[SECCOMP_SHA256_HEX];
     ASSERT_EQ(seccomp_policy_build("default", &p, err, sizeof err), 0);
     ASSERT(p.insns != NULL);
-    ASSERT(p.len > 100 && p.len < 4096);
+    ASSERT(p.len > 50 && p.len < 4096);
     ASSERT_STREQ(p.name, "default");
     ASSERT(seccomp_policy_describe("default", NULL, 0, sha, NULL, 0) > 0);
     ASSERT_STREQ(p.sha256, sha);
@@ -623,4 +624,210 @@ TEST(cache_refuses_a_file_with_another_key)
     close(fd);
     ASSERT_EQ(seccomp_cache_load("default", &q), -EBADMSG);
     seccomp_prog_free(&p);
+}
+
+/* ---- the compact program (seccomp_compact.h) --------------------------------- */
+
+TEST(compact_program_equals_libseccomp_and_is_the_one_used)
+{
+    char err[256], why[512] = "";
+    struct seccomp_rules *r = malloc(sizeof *r);
+    ASSERT(r);
+    ASSERT_EQ(seccomp_policy_rules(SECCOMP_POLICY_DEFAULT, r, err, sizeof err), 0);
+    struct seccomp_prog lib, compact, used;
+    ASSERT_EQ(seccomp_policy_build_fresh(SECCOMP_POLICY_DEFAULT, false, &lib, err, sizeof err), 0);
+    ASSERT_EQ(seccomp_policy_build_fresh(SECCOMP_POLICY_DEFAULT, true, &compact, err, sizeof err),
+              0);
+    ASSERT_MSG(compact.len * 3 < lib.len, "compact %u insns, libseccomp %u", compact.len, lib.len);
+    ASSERT_EQ(seccomp_bpf_equivalent(compact.insns, compact.len, lib.insns, lib.len, r, why,
+                                     sizeof why),
+              1);
+    ASSERT_STREQ(compact.sha256, lib.sha256); /* one policy, whichever program */
+    /* what the engine loads: built through a fresh cache */
+    setenv("CLEARBOX_CACHE_DIR", test_tmpdir(), 1);
+    ASSERT_EQ(seccomp_policy_build(SECCOMP_POLICY_DEFAULT, &used, err, sizeof err), 0);
+    ASSERT_EQ(used.len, compact.len);
+    ASSERT(!memcmp(used.insns, compact.insns, compact.len * sizeof *used.insns));
+    seccomp_prog_free(&lib);
+    seccomp_prog_free(&compact);
+    seccomp_prog_free(&used);
+    free(r);
+}
+
+/* The reference: what a rule set says for one input, by table lookup. */
+static uint32_t rules_lookup(const struct seccomp_rules *r, const struct seccomp_data *d)
+{
+    if (d->arch != r->arch)
+        return r->badarch;
+    uint32_t nr = (uint32_t)d->nr;
+    if (r->x32_bit && nr >= 0x40000000u)
+        return nr == 0xffffffffu ? r->dflt : r->badarch;
+    for (size_t i = 0; i < r->n; i++)
+        if ((uint32_t)r->nr[i] == nr)
+            return r->act[i];
+    for (size_t i = 0; i < r->nconds; i++)
+        if ((uint32_t)r->conds[i].nr == nr)
+            return (d->args[r->conds[i].arg] & r->conds[i].mask) ? r->conds[i].if_set
+                                                                  : r->conds[i].if_clear;
+    return r->dflt;
+}
+
+static uint64_t xs64(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+TEST(compact_compiler_matches_a_table_lookup)
+{
+    static const uint32_t acts[] = {SECCOMP_RET_ALLOW, SECCOMP_RET_USER_NOTIF,
+                                    SECCOMP_RET_ERRNO | 1, SECCOMP_RET_KILL_PROCESS,
+                                    SECCOMP_RET_ERRNO | 38};
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    struct seccomp_rules *r = malloc(sizeof *r);
+    struct sock_filter *p = malloc(BPF_MAXINSNS * sizeof *p);
+    ASSERT(r && p);
+    int built = 0;
+    for (int round = 0; round < 200; round++) {
+        memset(r, 0, sizeof *r);
+        r->arch = round % 3 ? 0xc000003eu : 0xc00000b7u;
+        r->x32_bit = round % 3 != 0;
+        r->badarch = SECCOMP_RET_USER_NOTIF;
+        r->dflt = acts[xs64(&seed) % 5];
+        bool used[700] = {false};
+        /* long runs of a few actions, like a real policy, or scattered */
+        size_t want = xs64(&seed) % (round % 2 ? 400 : 60);
+        int stride = round % 2 ? 1 : 7;
+        uint32_t act = acts[0];
+        for (size_t i = 0; i < want; i++) {
+            int nr = (int)(xs64(&seed) % 700);
+            if (stride == 1)
+                nr = (int)((i * 17 / 10) % 700);
+            if (used[nr])
+                continue;
+            used[nr] = true;
+            if (xs64(&seed) % 8 == 0)
+                act = acts[xs64(&seed) % 5];
+            r->nr[r->n] = nr;
+            r->act[r->n++] = act;
+        }
+        size_t nc = xs64(&seed) % 4;
+        for (size_t i = 0; i < nc; i++) {
+            int nr = 700 + (int)i * 3;
+            uint64_t mask = xs64(&seed);
+            if (i == 1)
+                mask &= 0xffffffffull; /* low word only */
+            if (i == 2)
+                mask &= 0xffffffff00000000ull; /* high word only */
+            if (!mask)
+                mask = 1;
+            r->conds[r->nconds++] = (struct seccomp_cond){nr, (int)(xs64(&seed) % 6), mask,
+                                                          acts[xs64(&seed) % 5],
+                                                          acts[xs64(&seed) % 5]};
+        }
+        int len = seccomp_compact_build(r, p, BPF_MAXINSNS);
+        if (len == -E2BIG)
+            continue; /* too many runs for 8-bit jumps: the caller keeps libseccomp's */
+        ASSERT_MSG(len > 0, "round %d: build gave %d", round, len);
+        built++;
+        for (uint32_t nr = 0; nr < 1200; nr++) {
+            uint32_t nrs[] = {nr, 0x40000000u + nr, 0xffffffffu - nr};
+            for (size_t k = 0; k < 3; k++) {
+                struct seccomp_data d = {.nr = (int)nrs[k], .arch = r->arch};
+                for (int a = 0; a < 6; a++)
+                    d.args[a] = xs64(&seed) & (xs64(&seed) % 2 ? ~0ull : 0);
+                bool ok;
+                uint32_t got = seccomp_bpf_run(p, (size_t)len, &d, &ok);
+                ASSERT(ok);
+                ASSERT_MSG(got == rules_lookup(r, &d), "round %d nr 0x%x: 0x%x, want 0x%x",
+                           round, nrs[k], got, rules_lookup(r, &d));
+            }
+        }
+        struct seccomp_data foreign = {.nr = 0, .arch = 0x40000003u};
+        bool ok;
+        ASSERT_EQ(seccomp_bpf_run(p, (size_t)len, &foreign, &ok), r->badarch);
+    }
+    ASSERT_MSG(built > 150, "only %d of 200 rule sets compiled", built);
+    free(p);
+    free(r);
+}
+
+TEST(compact_compiler_refuses_inconsistent_or_oversized_rules)
+{
+    struct seccomp_rules *r = calloc(1, sizeof *r);
+    struct sock_filter p[BPF_MAXINSNS];
+    ASSERT(r);
+    r->arch = 0xc000003eu;
+    r->x32_bit = true;
+    r->dflt = SECCOMP_RET_ERRNO | 38;
+    r->badarch = SECCOMP_RET_USER_NOTIF;
+    r->nr[0] = r->nr[1] = 5;
+    r->act[0] = r->act[1] = SECCOMP_RET_ALLOW;
+    r->n = 2;
+    ASSERT_EQ(seccomp_compact_build(r, p, BPF_MAXINSNS), -EINVAL); /* listed twice */
+    r->n = 1;
+    r->conds[0] = (struct seccomp_cond){5, 0, 1, SECCOMP_RET_ALLOW, SECCOMP_RET_USER_NOTIF};
+    r->nconds = 1;
+    ASSERT_EQ(seccomp_compact_build(r, p, BPF_MAXINSNS), -EINVAL); /* plain and conditional */
+    r->nconds = 0;
+    r->nr[0] = 0x40000001;
+    ASSERT_EQ(seccomp_compact_build(r, p, BPF_MAXINSNS), -EINVAL); /* an x32 number */
+    /* every other number allowed: 400 runs, jumps beyond 255 */
+    r->n = 0;
+    for (int nr = 0; nr < 800; nr += 2) {
+        r->nr[r->n] = nr;
+        r->act[r->n++] = SECCOMP_RET_ALLOW;
+    }
+    ASSERT_EQ(seccomp_compact_build(r, p, BPF_MAXINSNS), -E2BIG);
+    ASSERT_EQ(seccomp_compact_build(r, p, 10), -E2BIG); /* no room */
+    free(r);
+}
+
+TEST(bpf_interpreter_and_equivalence_catch_faults)
+{
+    struct seccomp_data d = {.nr = 1, .arch = 0xc000003eu};
+    bool ok;
+    struct sock_filter past_end[] = {BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
+                                     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 1, 5, 0),
+                                     BPF_STMT(BPF_RET | BPF_K, 0)};
+    seccomp_bpf_run(past_end, 3, &d, &ok);
+    ASSERT(!ok);
+    struct sock_filter no_ret[] = {BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0)};
+    seccomp_bpf_run(no_ret, 1, &d, &ok);
+    ASSERT(!ok);
+    struct sock_filter bad_load[] = {BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 64),
+                                     BPF_STMT(BPF_RET | BPF_K, 0)};
+    seccomp_bpf_run(bad_load, 2, &d, &ok);
+    ASSERT(!ok);
+    struct sock_filter good[] = {BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
+                                 BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1),
+                                 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+                                 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 1)};
+    ASSERT_EQ(seccomp_bpf_run(good, 4, &d, &ok), SECCOMP_RET_ALLOW);
+    ASSERT(ok);
+
+    /* one changed action in the real compact program is found, with where */
+    char err[256], why[512] = "";
+    struct seccomp_rules *r = malloc(sizeof *r);
+    ASSERT(r);
+    ASSERT_EQ(seccomp_policy_rules(SECCOMP_POLICY_DEFAULT, r, err, sizeof err), 0);
+    struct seccomp_prog c;
+    ASSERT_EQ(seccomp_policy_build_fresh(SECCOMP_POLICY_DEFAULT, true, &c, err, sizeof err), 0);
+    struct sock_filter *bent = malloc(c.len * sizeof *bent);
+    ASSERT(bent);
+    memcpy(bent, c.insns, c.len * sizeof *bent);
+    int flipped = 0;
+    for (int i = c.len - 1; i >= 0 && !flipped; i--)
+        if (bent[i].code == (BPF_RET | BPF_K) && bent[i].k == SECCOMP_RET_USER_NOTIF) {
+            bent[i].k = SECCOMP_RET_ALLOW; /* every audited call would pass */
+            flipped = 1;
+        }
+    ASSERT(flipped);
+    ASSERT_EQ(seccomp_bpf_equivalent(bent, c.len, c.insns, c.len, r, why, sizeof why), 0);
+    ASSERT_CONTAINS(why, "nr ");
+    free(bent);
+    seccomp_prog_free(&c);
+    free(r);
 }
