@@ -27,7 +27,7 @@ CFLAGS  ?= $(OPT)
 CFLAGS  += -std=gnu17 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -Wformat=2 -Wno-format-nonliteral -fno-strict-aliasing -pthread -MMD -MP
 LDFLAGS += -pthread -Wl,--as-needed $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined)
-LDLIBS  += -lseccomp -lmicrohttpd -ljansson -lsqlite3 -lpq -lm -ldl
+LDLIBS  += -lseccomp -lmicrohttpd -Wl,-Bstatic -ljansson -Wl,-Bdynamic -lsqlite3 -lpq -lm -ldl
 comma   := ,
 
 LIB_SRC  := $(sort $(wildcard src/util/*.c src/telemetry/*.c src/sandbox/*.c src/service/*.c))

@@ -26,6 +26,7 @@
 #include "util/curl_dl.h"
 #include "util/err.h"
 #include "util/timeutil.h"
+#include "util/num.h"
 
 #define SSE_LINE_MAX ((size_t)1 << 20)               /* one field line of an event */
 #define SSE_ERRBODY_MAX ((size_t)64 << 10)           /* an error answer instead of a stream */
@@ -80,7 +81,7 @@ static int timeout_set(struct client *c, const char *v, const char *from)
     double s = strtod(v, &end);
     if (errno || end == v || *end || !(s > 0) || s > 86400)
         return cli_usage_error(c->cmd, "%s wants seconds (0 < S <= 86400), not '%s'", from, v);
-    c->request_timeout_ms = (long)ceil(s * 1000);
+    c->request_timeout_ms = (long)num_ceil(s * 1000);
     return 0;
 }
 

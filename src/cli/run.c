@@ -27,6 +27,7 @@
 #include "util/err.h"
 #include "util/hex.h"
 #include "util/timeutil.h"
+#include "util/num.h"
 
 #define RUN_CODE_MAX (4u << 20) /* bytes of the program file */
 
@@ -141,7 +142,7 @@ static bool parse_num(const char *s, double scale, uint64_t *out)
     double v = strtod(s, &end);
     if (errno || end == s || *end || !(v > 0) || !isfinite(v) || v * scale > 1e18)
         return false;
-    *out = (uint64_t)llround(v * scale);
+    *out = (uint64_t)num_llround(v * scale);
     return *out > 0;
 }
 

@@ -294,7 +294,10 @@ static int mkdir_under(const char *pdir, const char *child, int (*prep)(const ch
                        void *arg, const char **failed)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (attempt || !parent_known(pdir)) {
+        /* without prep (v1) the child's mkdir says whether the parent is
+         * there: a fresh process (each `clearbox run`) skips six mkdirs
+         * that would answer EEXIST */
+        if (attempt || (prep && !parent_known(pdir))) {
             int rc = mkdir_p1(pdir);
             if (rc == 0 && prep)
                 rc = prep(pdir, arg);
@@ -463,8 +466,8 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
         goto fail;
     }
     if (lim->cpu_cores_milli && cg->dir[CG_CPU][0]) {
-        /* the period is written first: the kernel checks quota against it */
-        cgroup_write_file(cg->dir[CG_CPU], "cpu.cfs_period_us", "100000");
+        /* a new cgroup's period is the kernel's default, 100000 us, whatever
+         * its parent's: the quota below is in those units */
         snprintf(val, sizeof val, "%" PRIu64, lim->cpu_cores_milli * 100);
         if ((rc = cgroup_write_file(cg->dir[CG_CPU], "cpu.cfs_quota_us", val)) < 0) {
             err_sys(err, errlen, rc, "write %s/cpu.cfs_quota_us", cg->dir[CG_CPU]);

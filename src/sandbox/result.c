@@ -12,6 +12,7 @@
 #include "sandbox/sandbox.h"
 #include "util/json.h"
 #include "util/timeutil.h"
+#include "util/num.h"
 
 /* Bytes of the first SANDBOX_CODE_SNIPPET characters (code points; an
  * invalid byte counts as one). */
@@ -34,7 +35,7 @@ static size_t snippet_len(const char *s, size_t n)
 
 static double ms3(double v)
 {
-    return round(v * 1000.0) / 1000.0;
+    return num_round(v * 1000.0) / 1000.0;
 }
 
 static void kv_num_or_null(struct json *w, const char *k, double v, int digits)
@@ -44,8 +45,10 @@ static void kv_num_or_null(struct json *w, const char *k, double v, int digits)
         json_null_value(w);
         return;
     }
-    double f = pow(10, digits);
-    json_double(w, round(v * f) / f);
+    double f = 1.0; /* 10^digits, exact (no libm: util/num.h) */
+    for (int i = 0; i < digits; i++)
+        f *= 10.0;
+    json_double(w, num_round(v * f) / f);
 }
 
 static void kv_i64_or_null(struct json *w, const char *k, int64_t v)

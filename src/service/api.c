@@ -37,6 +37,7 @@
 #include "util/hash.h"
 #include "util/json.h"
 #include "util/timeutil.h"
+#include "util/num.h"
 
 #define API_HANDLES_DEFAULT 8
 #define API_HANDLES_MAX 64
@@ -384,7 +385,7 @@ static bool rate_take(struct api *a, const char *submitter, int n, int *retry_af
     if (ok)
         slot->tokens -= n;
     else
-        *retry_after_s = (int)ceil((n - slot->tokens) / rate);
+        *retry_after_s = (int)num_ceil((n - slot->tokens) / rate);
     pthread_mutex_unlock(&a->rate_mu);
     if (!ok && *retry_after_s < 1)
         *retry_after_s = 1;

@@ -17,6 +17,7 @@
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/json.h"
+#include "util/num.h"
 
 enum cfg_type {
     T_STR,    /* char array */
@@ -247,7 +248,7 @@ static int row_set(struct service_config *c, const struct cfg_row *r, const char
     case T_SIZE:
     case T_U64: *(uint64_t *)p = (uint64_t)d; break;
     case T_DOUBLE: *(double *)p = d; break;
-    case T_S_MS: *(uint64_t *)p = (uint64_t)llround(d * 1000.0); break;
+    case T_S_MS: *(uint64_t *)p = (uint64_t)num_llround(d * 1000.0); break;
     case T_MB_B: *(uint64_t *)p = (uint64_t)d << 20; break;
     default: break;
     }

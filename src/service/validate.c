@@ -22,6 +22,7 @@
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/json.h"
+#include "util/num.h"
 
 static int fail(struct validate_error *v, int status, const char *code, const char *prefix,
                 const char *field, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -402,10 +403,10 @@ static int get_seconds(const json_t *obj, const char *key, uint64_t def_ms, uint
     if (!json_is_number(j))
         return fail(v, 422, "wrong_type", prefix, key, "%s must be a number of seconds", key);
     double d = json_number_value(j);
-    if (!isfinite(d) || d <= 0 || d * 1000.0 > (double)max_ms || llround(d * 1000.0) < 1)
+    if (!isfinite(d) || d <= 0 || d * 1000.0 > (double)max_ms || num_llround(d * 1000.0) < 1)
         return fail(v, 422, "out_of_range", prefix, key,
                     "%s must be more than 0 and at most %.3f", key, (double)max_ms / 1000.0);
-    *out = (uint64_t)llround(d * 1000.0);
+    *out = (uint64_t)num_llround(d * 1000.0);
     return 0;
 }
 
