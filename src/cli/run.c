@@ -529,7 +529,7 @@ static int cmd_run(int argc, char **argv)
     spec.cancel = &run_cancel;
 
     /* tracing: evaluation.execute, child of the caller's TRACEPARENT if any */
-    struct telemetry_options topts = {.trace_file = trace_path};
+    struct telemetry_options topts = {.trace_file = trace_path, .no_metrics = !metrics_path};
     if (telemetry_init(&topts, err, sizeof err) < 0) {
         ret = cli_usage_error("run", "tracing: %s", err);
         goto out;

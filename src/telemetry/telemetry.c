@@ -19,7 +19,8 @@ static const double memory_buckets[] = {1 << 20,   4 << 20,   16 << 20,  32 << 2
                                         1ULL << 30, 2ULL << 30, 4ULL << 30, 8ULL << 30};
 
 static struct telemetry_std g_std;
-static bool g_ready;
+static bool g_ready; /* the metric families are registered */
+static bool g_init;  /* telemetry_init succeeded */
 
 static int family(metrics_registry_t *reg, enum metrics_type type, const char *name,
                   const char *help, const char *unit, const char *const *labels, size_t nlabels,
@@ -119,17 +120,21 @@ int telemetry_init(const struct telemetry_options *opts, char *err, size_t errle
     struct telemetry_options none = {0};
     if (!opts)
         opts = &none;
-    if (g_ready)
+    if (g_init)
         return err_set(err, errlen, -EALREADY, "telemetry is already initialised");
-    metrics_registry_t *reg = metrics_default();
-    if (!reg)
-        return err_set(err, errlen, -ENOMEM, "out of memory for the metrics registry");
-    TRY(telemetry_metrics_register(reg, opts->submitters_max, &g_std, err, errlen));
-    if (!opts->no_process_metrics)
-        TRY(metrics_register_process(reg, err, errlen));
-    g_ready = true;
+    if (!opts->no_metrics) {
+        metrics_registry_t *reg = metrics_default();
+        if (!reg)
+            return err_set(err, errlen, -ENOMEM, "out of memory for the metrics registry");
+        TRY(telemetry_metrics_register(reg, opts->submitters_max, &g_std, err, errlen));
+        if (!opts->no_process_metrics)
+            TRY(metrics_register_process(reg, err, errlen));
+        g_ready = true;
+    }
     struct trace_options to = {.file_path = opts->trace_file};
-    return trace_init(&to, err, errlen);
+    TRY(trace_init(&to, err, errlen));
+    g_init = true;
+    return 0;
 }
 
 const struct telemetry_std *telemetry_std(void) { return g_ready ? &g_std : NULL; }

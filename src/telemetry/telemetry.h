@@ -26,6 +26,10 @@ struct telemetry_options {
     const char *trace_file;   /* --trace-file: OTLP JSON lines, or NULL */
     size_t submitters_max;    /* 0 = TELEMETRY_SUBMITTERS_MAX_DEFAULT */
     bool no_process_metrics;  /* leave out process_* (tests registering twice) */
+    bool no_metrics;          /* no registry at all: telemetry_std() stays NULL and
+                                 the engine records nothing (`clearbox run` without
+                                 --metrics-file, where nobody would read it: the
+                                 families cost ~0.07 ms of every start) */
 };
 
 /* DESIGN.md's metric set. Families with labels are families; the others are
