@@ -6,8 +6,8 @@
  * stale when no live run holds <state>/<id>/lock; its tasks are killed (the
  * same freeze/kill/thaw as a normal teardown) and it is removed. Entries
  * younger than GC_MIN_AGE_S are left alone: they may belong to a run that is
- * starting (a run makes its state directory, then takes the lock, then makes
- * its cgroups; the age rule covers the moment between mkdir and flock); a
+ * starting (a run makes its cgroups, then, while its program starts, its
+ * state directory, then takes the lock; the age rule covers those moments); a
  * cgroup that still has tasks is left alone until it is older than any run
  * can be. */
 #include <dirent.h>
@@ -117,6 +117,8 @@ static int gc_state(const char *sd, struct buf *report)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
+        if (!strncmp(de->d_name, "root-", 5))
+            continue; /* a root template: roottmpl.c prunes old ones itself */
         int nl = gc_node_lock(sd, de->d_name, report);
         if (nl >= 0) {
             removed += nl;

@@ -66,6 +66,7 @@
 #include "sandbox/seccomp_dl.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/fnv.h"
 #include "util/fdpass.h"
 #include "util/hash.h"
 #include "util/hex.h"
@@ -395,15 +396,6 @@ struct cache_header {
     uint32_t len;                    /* instructions that follow */
 };
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
 
 /* The build id of the object that holds this code (the clearbox binary or a
  * test binary linking the library). */
@@ -479,7 +471,7 @@ int seccomp_cache_path(const char *name, char *out, size_t outlen)
     if (rc < 0)
         return rc;
     int n = snprintf(out, outlen, "%s/seccomp-%s-%016llx.bpf", cache_dir(), name,
-                     (unsigned long long)fnv1a(0xcbf29ce484222325ull, key, CACHE_KEY_LEN));
+                     (unsigned long long)fnv1a64(FNV1A64_INIT, key, CACHE_KEY_LEN));
     return n > 0 && (size_t)n < outlen ? 0 : -ENAMETOOLONG;
 }
 
@@ -527,7 +519,7 @@ int seccomp_cache_load(const char *name, struct seccomp_prog *out)
     if (pread(fd, insns, bytes, sizeof h) != (ssize_t)bytes ||
         pread(fd, &sum, 8, (off_t)(sizeof h + bytes)) != 8)
         goto out;
-    if (fnv1a(fnv1a(0xcbf29ce484222325ull, &h, sizeof h), insns, bytes) != sum)
+    if (fnv1a64(fnv1a64(FNV1A64_INIT, &h, sizeof h), insns, bytes) != sum)
         goto out;
     out->insns = insns;
     insns = NULL;
@@ -609,7 +601,7 @@ int seccomp_cache_store(const struct seccomp_prog *p)
     memcpy(h.sha256, p->sha256, sizeof h.sha256);
     h.len = p->len;
     size_t bytes = (size_t)p->len * sizeof(struct sock_filter);
-    uint64_t sum = fnv1a(fnv1a(0xcbf29ce484222325ull, &h, sizeof h), p->insns, bytes);
+    uint64_t sum = fnv1a64(fnv1a64(FNV1A64_INIT, &h, sizeof h), p->insns, bytes);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
