@@ -22,6 +22,7 @@
 #define ROOTTMPL_FORMAT "clearbox root template 1"
 #define ROOTTMPL_PRUNE_AGE_S (25 * 3600) /* longer than any run (24 h) */
 #define ROOTTMPL_TEMP_AGE_S 600          /* a build that died half-way */
+#define ROOTTMPL_TOUCH_S 3600            /* a used template's mtime is at most this old */
 
 const char *const roottmpl_dirs[6] = {"usr", "etc", "dev", "proc", "tmp", "work"};
 const char *const roottmpl_tops[6] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
@@ -74,11 +75,16 @@ static uint64_t key_of(const char *rootfs)
 }
 
 /* A usable template: a real directory of root's, writable by no one else. */
+static bool usable_st(const char *dir, struct stat *st)
+{
+    return lstat(dir, st) == 0 && S_ISDIR(st->st_mode) && st->st_uid == 0 &&
+           !(st->st_mode & 022);
+}
+
 static bool usable(const char *dir)
 {
     struct stat st;
-    return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
-           !(st.st_mode & 022);
+    return usable_st(dir, &st);
 }
 
 static int put_file(int dfd, const char *name, const char *text, size_t len, mode_t mode)
@@ -256,7 +262,13 @@ int roottmpl_ensure(const char *state_dir, const char *rootfs, char *out, size_t
         return err_set(err, errlen, -EPERM, "%s is not root's alone", state_dir);
     pthread_mutex_lock(&mu);
     int rc = 0;
-    if (!usable(dir)) {
+    struct stat st;
+    if (usable_st(dir, &st)) {
+        /* in use: keep its mtime within the hour, so that prune() (a day)
+         * never takes a template a process still binds */
+        if (time(NULL) - st.st_mtime > ROOTTMPL_TOUCH_S)
+            utimensat(AT_FDCWD, dir, NULL, 0);
+    } else {
         char tmp[PATH_MAX];
         snprintf(tmp, sizeof tmp, "%s/.%s.%d.%ld", state_dir, name, (int)getpid(),
                  (long)time(NULL));

@@ -14,8 +14,9 @@
  * the rootfs directory, the identity (device, inode, size, mtime) of its
  * etc/ld.so.cache, and what each top-level name is there (its link target,
  * a directory, or absent). A changed host (ldconfig, usrmerge) gets a new
- * template; old ones are pruned when a new one is made, once no run can still
- * use them (a day). The template is owned by root and not writable by anyone
+ * template; old ones are pruned when a new one is made, once unused for a day
+ * (a use refreshes a template's mtime when it is over an hour old, and no run
+ * lasts a day). The template is owned by root and not writable by anyone
  * else (checked on every use), in the root-owned state directory; inside a
  * sandbox its files show as nobody's, like /usr, and its mount is read-only.
  *

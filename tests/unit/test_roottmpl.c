@@ -200,3 +200,28 @@ TEST(sandbox_root_comes_from_the_template_or_a_tmpfs)
     ASSERT_CONTAINS(r.out.data, "root mount / tmpfs"); /* its own skeleton on a tmpfs */
     sandbox_result_free(&r);
 }
+
+TEST(a_template_in_use_is_refreshed_and_not_pruned)
+{
+    if (!sb_need_root())
+        return;
+    char sd[512], rf[512], rf2[512], t1[512], t2[512], err[256];
+    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
+    snprintf(rf2, sizeof rf2, "%s/rootfs2", test_tmpdir());
+    mkdir(sd, 0711);
+    make_rootfs(rf, "cache one");
+    make_rootfs(rf2, "another rootfs");
+    ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
+    /* a long-lived service has used it for two days */
+    struct timeval old[2] = {{time(NULL) - 48 * 3600, 0}, {time(NULL) - 48 * 3600, 0}};
+    ASSERT_EQ(utimes(t1, old), 0);
+    ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
+    struct stat st;
+    ASSERT_EQ(lstat(t1, &st), 0);
+    ASSERT(time(NULL) - st.st_mtime < 60); /* refreshed by the use */
+    /* another rootfs's first run prunes only what nobody used for a day */
+    ASSERT_EQ(roottmpl_ensure(sd, rf2, t2, sizeof t2, err, sizeof err), 0);
+    ASSERT(strcmp(t1, t2) != 0);
+    ASSERT_EQ(lstat(t1, &st), 0);
+}
