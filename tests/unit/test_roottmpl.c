@@ -5,6 +5,7 @@
  * directory someone else could write is refused, and that a sandbox still
  * runs, on its own tmpfs skeleton, when the template cannot be used.
  * Needs root. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sandbox/roottmpl.h"
@@ -224,4 +226,56 @@ TEST(a_template_in_use_is_refreshed_and_not_pruned)
     ASSERT_EQ(roottmpl_ensure(sd, rf2, t2, sizeof t2, err, sizeof err), 0);
     ASSERT(strcmp(t1, t2) != 0);
     ASSERT_EQ(lstat(t1, &st), 0);
+}
+
+TEST(concurrent_first_runs_agree_on_one_template)
+{
+    if (!sb_need_root())
+        return;
+    char sd[512], rf[512];
+    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
+    mkdir(sd, 0711);
+    make_rootfs(rf, "cache one");
+    enum { N = 6 };
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    for (int i = 0; i < N; i++) {
+        if (fork() == 0) {
+            char t[512], err[256];
+            int rc = roottmpl_ensure(sd, rf, t, sizeof t, err, sizeof err);
+            char line[600];
+            int n = snprintf(line, sizeof line, "%d %s\n", rc, rc == 0 ? t : err);
+            _exit(write(p[1], line, (size_t)n) == n ? 0 : 1);
+        }
+    }
+    close(p[1]);
+    char all[8192] = "";
+    size_t len = 0;
+    ssize_t r;
+    while ((r = read(p[0], all + len, sizeof all - 1 - len)) > 0)
+        len += (size_t)r;
+    all[len] = '\0';
+    close(p[0]);
+    for (int i = 0; i < N; i++)
+        wait(NULL);
+    /* every one got the same template, and no half-built one is left */
+    char first[600] = "";
+    int lines = 0;
+    for (char *save = NULL, *l = strtok_r(all, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        ASSERT_MSG(!strncmp(l, "0 ", 2), "%s", l);
+        if (!lines++)
+            snprintf(first, sizeof first, "%s", l);
+        ASSERT_STREQ(l, first);
+    }
+    ASSERT_EQ(lines, N);
+    DIR *d = opendir(sd);
+    ASSERT(d);
+    int entries = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            entries++;
+    closedir(d);
+    ASSERT_EQ(entries, 1);
 }
