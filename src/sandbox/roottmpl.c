@@ -19,6 +19,8 @@
 #include "util/fnv.h"
 #include "util/io.h"
 
+/* what build() writes beyond the tables (modes, empty device files): change
+ * it when that changes; the tables themselves are hashed into the key */
 #define ROOTTMPL_FORMAT "clearbox root template 1"
 #define ROOTTMPL_PRUNE_AGE_S (25 * 3600) /* longer than any run (24 h) */
 #define ROOTTMPL_TEMP_AGE_S 600          /* a build that died half-way */
@@ -48,6 +50,20 @@ const struct roottmpl_pair roottmpl_dev_links[4] = {{"fd", "/proc/self/fd"},
 static uint64_t key_of(const char *rootfs)
 {
     uint64_t h = fnv1a64(FNV1A64_INIT, ROOTTMPL_FORMAT, sizeof ROOTTMPL_FORMAT);
+    /* the skeleton's own definition: a clearbox that writes another /etc
+     * or other names gets its own template, with or without a new format */
+    for (size_t i = 0; i < 6; i++) {
+        h = fnv1a64(h, roottmpl_dirs[i], strlen(roottmpl_dirs[i]) + 1);
+        h = fnv1a64(h, roottmpl_tops[i], strlen(roottmpl_tops[i]) + 1);
+        h = fnv1a64(h, roottmpl_etc[i].name, strlen(roottmpl_etc[i].name) + 1);
+        h = fnv1a64(h, roottmpl_etc[i].text, strlen(roottmpl_etc[i].text) + 1);
+    }
+    for (size_t i = 0; i < 5; i++)
+        h = fnv1a64(h, roottmpl_devs[i], strlen(roottmpl_devs[i]) + 1);
+    for (size_t i = 0; i < 4; i++) {
+        h = fnv1a64(h, roottmpl_dev_links[i].name, strlen(roottmpl_dev_links[i].name) + 1);
+        h = fnv1a64(h, roottmpl_dev_links[i].text, strlen(roottmpl_dev_links[i].text) + 1);
+    }
     h = fnv1a64(h, rootfs, strlen(rootfs) + 1);
     char p[PATH_MAX], t[PATH_MAX];
     struct stat st;

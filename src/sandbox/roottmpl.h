@@ -10,8 +10,8 @@
  * bind-mounts that read-only as its root, then mounts /usr, the devices, the
  * workspace and /proc on top, as before (docs/sandbox.md, "root template").
  *
- * The key hashes everything the skeleton depends on: this format's version,
- * the rootfs directory, the identity (device, inode, size, mtime) of its
+ * The key hashes everything the skeleton depends on: this format's version
+ * and the skeleton's tables (names, /etc's texts), the rootfs directory, the identity (device, inode, size, mtime) of its
  * etc/ld.so.cache, and what each top-level name is there (its link target,
  * a directory, or absent). A changed host (ldconfig, usrmerge) gets a new
  * template; old ones are pruned when a new one is made, once unused for a day
