@@ -235,10 +235,45 @@ static void remove_tree(const char *dir)
         rmdir(p);
     }
     rmdir(dir);
+    snprintf(p, sizeof p, "%s.src", dir);
+    unlink(p);
 }
 
-/* Old templates (another host state) no run can still use, and builds that
- * died half-way. */
+/* <template>.src holds the rootfs it was made from ("" = the host), so
+ * prune() can drop the template of a rootfs directory that is gone. */
+static void write_src(const char *dir, const char *rootfs)
+{
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s.src", dir) >= (int)sizeof p)
+        return;
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return; /* best effort: without it, the age rule alone applies */
+    (void)io_write_all(fd, rootfs, strlen(rootfs));
+    close(fd);
+}
+
+/* The template's rootfs directory no longer exists (a temporary rootfs). */
+static bool rootfs_gone(const char *dir)
+{
+    char p[PATH_MAX], src[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s.src", dir) >= (int)sizeof p)
+        return false;
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, src, sizeof src - 1);
+    close(fd);
+    if (n <= 0)
+        return false; /* the host's, or unreadable */
+    src[n] = '\0';
+    struct stat st;
+    return src[0] == '/' && lstat(src, &st) < 0 && errno == ENOENT;
+}
+
+/* Old templates (another host state) no run can still use, templates of a
+ * rootfs directory that is gone (after ten minutes), and builds that died
+ * half-way. */
 static void prune(const char *sd, const char *keep)
 {
     DIR *d = opendir(sd);
@@ -255,7 +290,9 @@ static void prune(const char *sd, const char *keep)
         if (snprintf(p, sizeof p, "%s/%s", sd, de->d_name) >= (int)sizeof p ||
             lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
             continue;
-        if (now - st.st_mtime > (tmpl ? ROOTTMPL_PRUNE_AGE_S : ROOTTMPL_TEMP_AGE_S))
+        long age = (long)(now - st.st_mtime);
+        if (age > (tmpl ? ROOTTMPL_PRUNE_AGE_S : ROOTTMPL_TEMP_AGE_S) ||
+            (tmpl && age > ROOTTMPL_TEMP_AGE_S && rootfs_gone(p)))
             remove_tree(p);
     }
     closedir(d);
@@ -292,7 +329,7 @@ int roottmpl_ensure(const char *state_dir, const char *rootfs, char *out, size_t
             rc = err_sys(err, errlen, -errno, "mkdir %s", tmp);
         } else if ((rc = build(tmp, rootfs, err, errlen)) < 0) {
             remove_tree(tmp);
-        } else if (rename(tmp, dir) < 0) {
+        } else if ((write_src(dir, rootfs), rename(tmp, dir) < 0)) {
             int e = errno;
             remove_tree(tmp); /* another process made it first: use theirs */
             if (!usable(dir))

@@ -15,6 +15,8 @@
  * etc/ld.so.cache, and what each top-level name is there (its link target,
  * a directory, or absent). A changed host (ldconfig, usrmerge) gets a new
  * template; old ones are pruned when a new one is made, once unused for a day
+ * (or ten minutes after their rootfs directory is gone: <template>.src names
+ * it)
  * (a use refreshes a template's mtime when it is over an hour old, and no run
  * lasts a day). The template is owned by root and not writable by anyone
  * else (checked on every use), in the root-owned state directory; inside a

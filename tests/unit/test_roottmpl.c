@@ -271,11 +271,51 @@ TEST(concurrent_first_runs_agree_on_one_template)
     ASSERT_EQ(lines, N);
     DIR *d = opendir(sd);
     ASSERT(d);
-    int entries = 0;
+    int entries = 0, temps = 0;
     struct dirent *de;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            entries++;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        entries++;
+        temps += !strncmp(de->d_name, ".root-", 6);
+    }
     closedir(d);
-    ASSERT_EQ(entries, 1);
+    ASSERT_EQ(temps, 0);
+    ASSERT_EQ(entries, 2); /* the template and its .src */
+}
+
+TEST(the_template_of_a_deleted_rootfs_goes_with_the_next_new_one)
+{
+    if (!sb_need_root())
+        return;
+    char sd[512], rf[512], rf2[512], keep[512], gone[512], t[512], p[PATH_MAX], err[256];
+    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
+    snprintf(rf2, sizeof rf2, "%s/rootfs-temporary", test_tmpdir());
+    mkdir(sd, 0711);
+    make_rootfs(rf, "cache one");
+    make_rootfs(rf2, "a test's rootfs");
+    ASSERT_EQ(roottmpl_ensure(sd, rf, keep, sizeof keep, err, sizeof err), 0);
+    ASSERT_EQ(roottmpl_ensure(sd, rf2, gone, sizeof gone, err, sizeof err), 0);
+    snprintf(p, sizeof p, "%s.src", gone);
+    struct stat st;
+    ASSERT_EQ(stat(p, &st), 0);
+    ASSERT_EQ((long)st.st_size, (long)strlen(rf2));
+    /* the test that made it is over: its rootfs is gone */
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", rf2);
+    ASSERT_EQ(system(cmd), 0);
+    /* a fresh one stays (a run may just have started with it) */
+    make_rootfs(rf, "cache one, again");
+    ASSERT_EQ(roottmpl_ensure(sd, rf, t, sizeof t, err, sizeof err), 0);
+    ASSERT_EQ(lstat(gone, &st), 0);
+    /* twenty minutes later, the next new template takes it and its .src */
+    struct timeval old[2] = {{time(NULL) - 1200, 0}, {time(NULL) - 1200, 0}};
+    ASSERT_EQ(utimes(gone, old), 0);
+    ASSERT_EQ(utimes(keep, old), 0);
+    make_rootfs(rf, "cache one, a third time");
+    ASSERT_EQ(roottmpl_ensure(sd, rf, t, sizeof t, err, sizeof err), 0);
+    ASSERT(lstat(gone, &st) < 0 && errno == ENOENT);
+    ASSERT(lstat(p, &st) < 0 && errno == ENOENT);
+    ASSERT_EQ(lstat(keep, &st), 0); /* its rootfs exists: the day rule */
 }
