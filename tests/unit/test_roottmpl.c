@@ -41,6 +41,22 @@ static void make_rootfs(const char *rf, const char *cache)
     fclose(f);
 }
 
+/* A state directory and a rootfs in this test's directory: sd, rf. */
+static void setup(char sd[512], char rf[512])
+{
+    snprintf(sd, 512, "%s/state", test_tmpdir());
+    snprintf(rf, 512, "%s/rootfs", test_tmpdir());
+    mkdir(sd, 0711);
+    make_rootfs(rf, "cache one");
+}
+
+/* Set a path's atime and mtime to age_s seconds ago. */
+static int age_by(const char *path, long age_s)
+{
+    struct timeval tv[2] = {{time(NULL) - age_s, 0}, {time(NULL) - age_s, 0}};
+    return utimes(path, tv);
+}
+
 static bool is_link_to(const char *p, const char *target)
 {
     char t[PATH_MAX];
@@ -62,10 +78,7 @@ TEST(template_holds_the_skeleton_and_is_reused)
     if (!sb_need_root())
         return;
     char sd[512], rf[512], t1[512], t2[512], p[PATH_MAX], err[256];
-    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
-    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
-    mkdir(sd, 0711);
-    make_rootfs(rf, "cache one");
+    setup(sd, rf);
     ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
     struct stat st;
     ASSERT_EQ(lstat(t1, &st), 0);
@@ -106,10 +119,7 @@ TEST(changed_rootfs_gets_a_new_template_and_old_ones_go_after_a_day)
         return;
     char sd[512], rf[512], t1[512], t2[512], t3[512], p[PATH_MAX];
     char err[256];
-    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
-    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
-    mkdir(sd, 0711);
-    make_rootfs(rf, "cache one");
+    setup(sd, rf);
     ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
     /* ldconfig rewrote the cache: a new template; the old one may still be
      * in use by a running sandbox, so it stays */
@@ -121,8 +131,7 @@ TEST(changed_rootfs_gets_a_new_template_and_old_ones_go_after_a_day)
     struct stat st;
     ASSERT_EQ(lstat(t1, &st), 0);
     /* a day later no run can use it: the next new template prunes it */
-    struct timeval old[2] = {{time(NULL) - 26 * 3600, 0}, {time(NULL) - 26 * 3600, 0}};
-    ASSERT_EQ(utimes(t1, old), 0);
+    ASSERT_EQ(age_by(t1, 26 * 3600), 0);
     unlink(p);
     make_rootfs(rf, "cache number three!");
     ASSERT_EQ(roottmpl_ensure(sd, rf, t3, sizeof t3, err, sizeof err), 0);
@@ -136,10 +145,7 @@ TEST(a_template_others_could_write_is_refused)
     if (!sb_need_root())
         return;
     char sd[512], rf[512], t1[512], t2[512], err[256];
-    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
-    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
-    mkdir(sd, 0711);
-    make_rootfs(rf, "cache one");
+    setup(sd, rf);
     ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
     ASSERT_EQ(chmod(t1, 0777), 0);
     ASSERT(roottmpl_ensure(sd, rf, t2, sizeof t2, err, sizeof err) < 0);
@@ -208,16 +214,12 @@ TEST(a_template_in_use_is_refreshed_and_not_pruned)
     if (!sb_need_root())
         return;
     char sd[512], rf[512], rf2[512], t1[512], t2[512], err[256];
-    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
-    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
+    setup(sd, rf);
     snprintf(rf2, sizeof rf2, "%s/rootfs2", test_tmpdir());
-    mkdir(sd, 0711);
-    make_rootfs(rf, "cache one");
     make_rootfs(rf2, "another rootfs");
     ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
     /* a long-lived service has used it for two days */
-    struct timeval old[2] = {{time(NULL) - 48 * 3600, 0}, {time(NULL) - 48 * 3600, 0}};
-    ASSERT_EQ(utimes(t1, old), 0);
+    ASSERT_EQ(age_by(t1, 48 * 3600), 0);
     ASSERT_EQ(roottmpl_ensure(sd, rf, t1, sizeof t1, err, sizeof err), 0);
     struct stat st;
     ASSERT_EQ(lstat(t1, &st), 0);
@@ -233,10 +235,7 @@ TEST(concurrent_first_runs_agree_on_one_template)
     if (!sb_need_root())
         return;
     char sd[512], rf[512];
-    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
-    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
-    mkdir(sd, 0711);
-    make_rootfs(rf, "cache one");
+    setup(sd, rf);
     enum { N = 6 };
     int p[2];
     ASSERT_EQ(pipe(p), 0);
@@ -289,11 +288,8 @@ TEST(the_template_of_a_deleted_rootfs_goes_with_the_next_new_one)
     if (!sb_need_root())
         return;
     char sd[512], rf[512], rf2[512], keep[512], gone[512], t[512], p[PATH_MAX], err[256];
-    snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
-    snprintf(rf, sizeof rf, "%s/rootfs", test_tmpdir());
+    setup(sd, rf);
     snprintf(rf2, sizeof rf2, "%s/rootfs-temporary", test_tmpdir());
-    mkdir(sd, 0711);
-    make_rootfs(rf, "cache one");
     make_rootfs(rf2, "a test's rootfs");
     ASSERT_EQ(roottmpl_ensure(sd, rf, keep, sizeof keep, err, sizeof err), 0);
     ASSERT_EQ(roottmpl_ensure(sd, rf2, gone, sizeof gone, err, sizeof err), 0);
@@ -310,9 +306,8 @@ TEST(the_template_of_a_deleted_rootfs_goes_with_the_next_new_one)
     ASSERT_EQ(roottmpl_ensure(sd, rf, t, sizeof t, err, sizeof err), 0);
     ASSERT_EQ(lstat(gone, &st), 0);
     /* twenty minutes later, the next new template takes it and its .src */
-    struct timeval old[2] = {{time(NULL) - 1200, 0}, {time(NULL) - 1200, 0}};
-    ASSERT_EQ(utimes(gone, old), 0);
-    ASSERT_EQ(utimes(keep, old), 0);
+    ASSERT_EQ(age_by(gone, 1200), 0);
+    ASSERT_EQ(age_by(keep, 1200), 0);
     make_rootfs(rf, "cache one, a third time");
     ASSERT_EQ(roottmpl_ensure(sd, rf, t, sizeof t, err, sizeof err), 0);
     ASSERT(lstat(gone, &st) < 0 && errno == ENOENT);
