@@ -18,12 +18,21 @@ no_leftovers() {
     local t=$1 left
     shift
     [ $# = 0 ] && return 0
+    local gcout="" why="" p
     left=$(left_behind "$@")
     if [ -n "$left" ]; then
         while [ $(($(date +%s) - t)) -le 11 ]; do sleep 0.5; done
-        "$CB" gc >/dev/null 2>&1
+        gcout=$("$CB" gc 2>&1)
         left=$(left_behind "$@")
     fi
+    if [ -n "$left" ]; then
+        # what gc saw: each leftover's age and tasks, and gc's own words
+        for p in $left; do
+            why="$why $p: age $(($(date +%s) - $(stat -c %Y "$p" 2>/dev/null || echo 0))) s,"
+            [ -f "$p/cgroup.procs" ] && why="$why tasks [$(tr '\n' ' ' <"$p/cgroup.procs")],"
+        done
+        why="$why gc said: $(echo "$gcout" | tr '\n' ' ' | head -c 600)"
+    fi
     [ -z "$left" ] && ok "nothing of the killed runs is left (state dirs, mounts, cgroups)" ||
-        bad "left behind by the killed runs: $(echo $left | head -c 300)"
+        bad "left behind by the killed runs: $(echo $left | head -c 300) ($why)"
 }
