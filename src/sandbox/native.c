@@ -242,18 +242,6 @@ static int sys_setresgid(gid_t id)
     return (int)syscall(SYS_setresgid, id, id, id);
 }
 
-static int write_text(const char *path, const char *s, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return -1;
-    int rc = io_write_all(fd, s, strlen(s));
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 /* Bind src on dst, then remount with ro/nosuid/nodev, keeping the flags the
  * kernel locks in a user namespace (a remount that drops them is EPERM). */
 static int bind_mount(const char *src, const char *dst, bool ro, unsigned long extra)
@@ -286,75 +274,6 @@ static void path_join(char *out, size_t n, const char *a, const char *b)
     snprintf(out, n, "%s/%s", a, b);
 }
 
-static void copy_host_file(int ctl, const char *src, const char *dst)
-{
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return; /* optional (ld.so.cache, localtime) */
-    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0) {
-        int e = errno;
-        close(in);
-        child_fail(ctl, e, "create %s", dst);
-    }
-    char b[16384];
-    size_t total = 0;
-    for (;;) {
-        ssize_t r = read(in, b, sizeof b);
-        if (r <= 0)
-            break;
-        total += (size_t)r;
-        if (total > (2u << 20) || io_write_all(out, b, (size_t)r) < 0)
-            break;
-    }
-    close(in);
-    close(out);
-}
-
-/* The root's fixed part (roottmpl.h) on the fresh tmpfs at n->root: for
- * runs without a root template (unprivileged ones, or a template that could
- * not be made). */
-static void build_skeleton(struct nrun *n, int ctl)
-{
-    char p[PATH_MAX], src[PATH_MAX];
-    for (size_t i = 0; i < 6; i++) {
-        path_join(p, sizeof p, n->root, roottmpl_dirs[i]);
-        CK(ctl, mkdir(p, 0755), "mkdir %s", p);
-    }
-    /* the top-level links (or directories) of merged /usr, from the host's
-     * / or from the rootfs directory (n->rootfs, "" = host) */
-    for (size_t i = 0; i < 6; i++) {
-        char host[PATH_MAX], target[PATH_MAX];
-        snprintf(host, sizeof host, "%s/%s", n->rootfs, roottmpl_tops[i]);
-        path_join(p, sizeof p, n->root, roottmpl_tops[i]);
-        ssize_t tl = readlink(host, target, sizeof target - 1);
-        struct stat st;
-        if (tl > 0) {
-            target[tl] = '\0';
-            CK(ctl, symlink(target, p), "symlink %s", p);
-        } else if (stat(host, &st) == 0 && S_ISDIR(st.st_mode)) {
-            CK(ctl, mkdir(p, 0755), "mkdir %s", p); /* mount_root binds it */
-        }
-    }
-    /* a minimal /etc, generated */
-    for (size_t i = 0; i < 6; i++) {
-        snprintf(p, sizeof p, "%s/etc/%s", n->root, roottmpl_etc[i].name);
-        CK(ctl, write_text(p, roottmpl_etc[i].text, 0644), "write %s", p);
-    }
-    snprintf(p, sizeof p, "%s/etc/ld.so.cache", n->root);
-    snprintf(src, sizeof src, "%s/etc/ld.so.cache", n->rootfs);
-    copy_host_file(ctl, src, p); /* the rootfs's own, never the host's for it */
-    /* /dev: five files the host's nodes are bound on (mount_root), links */
-    for (size_t i = 0; i < 5; i++) {
-        snprintf(p, sizeof p, "%s/dev/%s", n->root, roottmpl_devs[i]);
-        CK(ctl, write_text(p, "", 0666), "create %s", p);
-    }
-    for (size_t i = 0; i < 4; i++) {
-        snprintf(p, sizeof p, "%s/dev/%s", n->root, roottmpl_dev_links[i].name);
-        CK(ctl, symlink(roottmpl_dev_links[i].text, p), "symlink %s", p);
-    }
-}
-
 /* The mounts on the skeleton at n->root (a tmpfs, or the read-only bind of
  * the root template), and the root read-only at the end. */
 static void mount_root(struct nrun *n, int ctl, bool root_ro)
@@ -366,7 +285,7 @@ static void mount_root(struct nrun *n, int ctl, bool root_ro)
     snprintf(src, sizeof src, "%s/usr", n->rootfs);
     path_join(p, sizeof p, n->root, "usr");
     CK(ctl, bind_mount(src, p, true, MS_NOSUID | MS_NODEV), "bind %s", src);
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NTOPS; i++) {
         struct stat st;
         path_join(p, sizeof p, n->root, roottmpl_tops[i]);
         if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -375,7 +294,7 @@ static void mount_root(struct nrun *n, int ctl, bool root_ro)
         CK(ctl, bind_mount(src, p, true, MS_NOSUID | MS_NODEV), "bind %s", src);
     }
     /* /dev: five nodes bind-mounted from the host, nothing else */
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NDEVS; i++) {
         snprintf(p, sizeof p, "%s/dev/%s", n->root, roottmpl_devs[i]);
         snprintf(q, sizeof q, "/dev/%s", roottmpl_devs[i]);
         /* a plain bind keeps the host /dev mount's nosuid; noexec would add
@@ -663,7 +582,11 @@ static int init_main(struct nrun *n)
            mount("tmpfs", n->root, "tmpfs", MS_NOSUID | MS_NODEV,
                  "size=1m,nr_inodes=128,mode=0755"),
            "mount the root tmpfs");
-        build_skeleton(n, ctl);
+        /* the same skeleton, written here (roottmpl_build) */
+        char what[PATH_MAX + 64];
+        int brc = roottmpl_build(n->root, n->rootfs, what, sizeof what);
+        if (brc < 0)
+            child_fail(ctl, -brc, "%s", what);
         mount_root(n, ctl, true);
     }
     cmark(n, CM_ROOT);

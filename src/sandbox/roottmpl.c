@@ -26,10 +26,10 @@
 #define ROOTTMPL_TEMP_AGE_S 600          /* a build that died half-way */
 #define ROOTTMPL_TOUCH_S 3600            /* a used template's mtime is at most this old */
 
-const char *const roottmpl_dirs[6] = {"usr", "etc", "dev", "proc", "tmp", "work"};
-const char *const roottmpl_tops[6] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
-const char *const roottmpl_devs[5] = {"null", "zero", "full", "random", "urandom"};
-const struct roottmpl_pair roottmpl_etc[6] = {
+const char *const roottmpl_dirs[ROOTTMPL_NDIRS] = {"usr", "etc", "dev", "proc", "tmp", "work"};
+const char *const roottmpl_tops[ROOTTMPL_NTOPS] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+const char *const roottmpl_devs[ROOTTMPL_NDEVS] = {"null", "zero", "full", "random", "urandom"};
+const struct roottmpl_pair roottmpl_etc[ROOTTMPL_NETC] = {
     {"passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\n"
                "sandbox:x:1000:1000:sandbox:/work:/bin/sh\n"
                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
@@ -40,7 +40,7 @@ const struct roottmpl_pair roottmpl_etc[6] = {
                       "networks: files\nprotocols: files\nservices: files\n"},
     {"hostname", "clearbox\n"},
 };
-const struct roottmpl_pair roottmpl_dev_links[4] = {{"fd", "/proc/self/fd"},
+const struct roottmpl_pair roottmpl_dev_links[ROOTTMPL_NLINKS] = {{"fd", "/proc/self/fd"},
                                                     {"stdin", "/proc/self/fd/0"},
                                                     {"stdout", "/proc/self/fd/1"},
                                                     {"stderr", "/proc/self/fd/2"}};
@@ -52,15 +52,17 @@ static uint64_t key_of(const char *rootfs)
     uint64_t h = fnv1a64(FNV1A64_INIT, ROOTTMPL_FORMAT, sizeof ROOTTMPL_FORMAT);
     /* the skeleton's own definition: a clearbox that writes another /etc
      * or other names gets its own template, with or without a new format */
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NDIRS; i++)
         h = fnv1a64(h, roottmpl_dirs[i], strlen(roottmpl_dirs[i]) + 1);
+    for (size_t i = 0; i < ROOTTMPL_NTOPS; i++)
         h = fnv1a64(h, roottmpl_tops[i], strlen(roottmpl_tops[i]) + 1);
+    for (size_t i = 0; i < ROOTTMPL_NETC; i++) {
         h = fnv1a64(h, roottmpl_etc[i].name, strlen(roottmpl_etc[i].name) + 1);
         h = fnv1a64(h, roottmpl_etc[i].text, strlen(roottmpl_etc[i].text) + 1);
     }
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < ROOTTMPL_NDEVS; i++)
         h = fnv1a64(h, roottmpl_devs[i], strlen(roottmpl_devs[i]) + 1);
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NLINKS; i++) {
         h = fnv1a64(h, roottmpl_dev_links[i].name, strlen(roottmpl_dev_links[i].name) + 1);
         h = fnv1a64(h, roottmpl_dev_links[i].text, strlen(roottmpl_dev_links[i].text) + 1);
     }
@@ -75,7 +77,7 @@ static uint64_t key_of(const char *rootfs)
     } else {
         h = fnv1a64(h, "no ld.so.cache", 15);
     }
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NTOPS; i++) {
         snprintf(p, sizeof p, "%s/%s", rootfs, roottmpl_tops[i]);
         ssize_t n = readlink(p, t, sizeof t - 1);
         if (n >= 0) {
@@ -155,8 +157,7 @@ static int put_copy(int dfd, const char *name, const char *src)
     return rc;
 }
 
-/* Write the skeleton into the empty directory dir. */
-static int build(const char *dir, const char *rootfs, char *err, size_t errlen)
+int roottmpl_build(const char *dir, const char *rootfs, char *err, size_t errlen)
 {
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (dfd < 0)
@@ -164,10 +165,10 @@ static int build(const char *dir, const char *rootfs, char *err, size_t errlen)
     int rc = 0;
     char p[PATH_MAX], t[PATH_MAX];
     const char *what = "";
-    for (size_t i = 0; i < 6 && rc == 0; i++)
+    for (size_t i = 0; i < ROOTTMPL_NDIRS && rc == 0; i++)
         if (mkdirat(dfd, roottmpl_dirs[i], 0755) < 0 || fchmodat(dfd, roottmpl_dirs[i], 0755, 0) < 0)
             rc = -errno, what = roottmpl_dirs[i];
-    for (size_t i = 0; i < 6 && rc == 0; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NTOPS && rc == 0; i++) {
         snprintf(p, sizeof p, "%s/%s", rootfs, roottmpl_tops[i]);
         ssize_t n = readlink(p, t, sizeof t - 1);
         struct stat st;
@@ -182,7 +183,7 @@ static int build(const char *dir, const char *rootfs, char *err, size_t errlen)
                 rc = -errno, what = roottmpl_tops[i];
         }
     }
-    for (size_t i = 0; i < 6 && rc == 0; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NETC && rc == 0; i++) {
         snprintf(p, sizeof p, "etc/%s", roottmpl_etc[i].name);
         if ((rc = put_file(dfd, p, roottmpl_etc[i].text, strlen(roottmpl_etc[i].text), 0644)) < 0)
             what = p;
@@ -192,13 +193,13 @@ static int build(const char *dir, const char *rootfs, char *err, size_t errlen)
         if ((rc = put_copy(dfd, "etc/ld.so.cache", t)) < 0)
             what = "etc/ld.so.cache";
     }
-    for (size_t i = 0; i < 5 && rc == 0; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NDEVS && rc == 0; i++) {
         /* empty files: init binds the host's nodes on them */
         snprintf(p, sizeof p, "dev/%s", roottmpl_devs[i]);
         if ((rc = put_file(dfd, p, "", 0, 0666)) < 0)
             what = p;
     }
-    for (size_t i = 0; i < 4 && rc == 0; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NLINKS && rc == 0; i++) {
         snprintf(p, sizeof p, "dev/%s", roottmpl_dev_links[i].name);
         if (symlinkat(roottmpl_dev_links[i].text, dfd, p) < 0)
             rc = -errno, what = p;
@@ -206,31 +207,33 @@ static int build(const char *dir, const char *rootfs, char *err, size_t errlen)
     if (rc == 0 && fchmod(dfd, 0755) < 0)
         rc = -errno, what = ".";
     close(dfd);
-    return rc < 0 ? err_sys(err, errlen, rc, "root template %s: %s", dir, what) : 0;
+    return rc < 0 ? err_sys(err, errlen, rc, "root skeleton in %s: %s", dir, what) : 0;
 }
 
 /* rm -r of a template (or a half-built one): only what build() makes. */
 static void remove_tree(const char *dir)
 {
     char p[PATH_MAX];
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NETC; i++) {
         snprintf(p, sizeof p, "%s/etc/%s", dir, roottmpl_etc[i].name);
         unlink(p);
     }
     snprintf(p, sizeof p, "%s/etc/ld.so.cache", dir);
     unlink(p);
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NDEVS; i++) {
         snprintf(p, sizeof p, "%s/dev/%s", dir, roottmpl_devs[i]);
         unlink(p);
     }
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NLINKS; i++) {
         snprintf(p, sizeof p, "%s/dev/%s", dir, roottmpl_dev_links[i].name);
         unlink(p);
     }
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < ROOTTMPL_NTOPS; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, roottmpl_tops[i]);
         if (unlink(p) < 0)
             rmdir(p);
+    }
+    for (size_t i = 0; i < ROOTTMPL_NDIRS; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, roottmpl_dirs[i]);
         rmdir(p);
     }
@@ -327,7 +330,7 @@ int roottmpl_ensure(const char *state_dir, const char *rootfs, char *out, size_t
                  (long)time(NULL));
         if (mkdir(tmp, 0700) < 0) {
             rc = err_sys(err, errlen, -errno, "mkdir %s", tmp);
-        } else if ((rc = build(tmp, rootfs, err, errlen)) < 0) {
+        } else if ((rc = roottmpl_build(tmp, rootfs, err, errlen)) < 0) {
             remove_tree(tmp);
         } else if ((write_src(dir, rootfs), rename(tmp, dir) < 0)) {
             int e = errno;

@@ -29,15 +29,26 @@
 
 #include <stddef.h>
 
-/* The skeleton, shared with init's own build for unprivileged runs. */
-extern const char *const roottmpl_dirs[6];
-extern const char *const roottmpl_tops[6];
-extern const char *const roottmpl_devs[5];
+/* The skeleton: mount points, top-level names of merged /usr, /dev's
+ * nodes (files to bind the host's on) and links, the generated /etc. */
+#define ROOTTMPL_NDIRS 6
+#define ROOTTMPL_NTOPS 6
+#define ROOTTMPL_NDEVS 5
+#define ROOTTMPL_NLINKS 4
+#define ROOTTMPL_NETC 6
+extern const char *const roottmpl_dirs[ROOTTMPL_NDIRS];
+extern const char *const roottmpl_tops[ROOTTMPL_NTOPS];
+extern const char *const roottmpl_devs[ROOTTMPL_NDEVS];
 struct roottmpl_pair {
     const char *name, *text;
 };
-extern const struct roottmpl_pair roottmpl_etc[6];
-extern const struct roottmpl_pair roottmpl_dev_links[4];
+extern const struct roottmpl_pair roottmpl_etc[ROOTTMPL_NETC];
+extern const struct roottmpl_pair roottmpl_dev_links[ROOTTMPL_NLINKS];
+
+/* Write the skeleton for rootfs into the empty directory dir: the template's
+ * build, and init's own on its tmpfs when it has no template (unprivileged
+ * runs). No allocation, system calls and snprintf only: safe in init. */
+int roottmpl_build(const char *dir, const char *rootfs, char *err, size_t errlen);
 
 /* The template for rootfs ("" = the host) under state_dir, made if missing:
  * its path in out. Only as root (the template must be root's). */
