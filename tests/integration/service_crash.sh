@@ -67,13 +67,7 @@ start_service() {
         --submit-rate-per-s 0 --retention-s 0 --audit-log "$tmp/audit.log" \
         >"$tmp/log.$1" 2>&1 &
     spid=$!
-    local i=0
-    while [ $i -lt 600 ]; do
-        grep -q '"event":"service.started"' "$tmp/log.$1" 2>/dev/null && return 0
-        kill -0 "$spid" 2>/dev/null || break
-        sleep 0.1
-        i=$((i + 1))
-    done
+    wait_started "$tmp/log.$1" "$spid" 600 && return 0
     bad "process $1 did not log service.started: $(tail -3 "$tmp/log.$1")"
     return 1
 }

@@ -376,3 +376,19 @@ bool sb_leftovers(const char *id, char *what, size_t n)
     }
     return false;
 }
+
+void sb_setup_failure(const char *id, struct sandbox_result *r)
+{
+    struct sandbox_spec s;
+    sb_spec(&s, "sh", "echo never\n");
+    static const char *bad[] = {"/usr/bin/no-such-interpreter", "/work/main.sh", NULL};
+    s.argv = bad;
+    s.eval_id = id;
+    char err[256];
+    ASSERT(sandbox_run(&s, r, err, sizeof err) < 0);
+    ASSERT_EQ(r->status, SANDBOX_ERROR);
+    ASSERT_CONTAINS(r->error_message, "execve");
+    ASSERT_EQ(r->out.len, 0);
+    char what[512];
+    ASSERT_MSG(!sb_leftovers(id, what, sizeof what), "left behind: %s", what);
+}

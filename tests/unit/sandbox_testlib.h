@@ -108,5 +108,11 @@ void sb_spec(struct sandbox_spec *s, const char *lang, const char *code);
 /* Is anything of run `id` left: its state directory in /run/clearbox or a
  * cgroup clearbox/<id> in any hierarchy? The first found goes into what. */
 bool sb_leftovers(const char *id, char *what, size_t n);
+struct sandbox_result;
+/* Run `id` with an interpreter that does not exist and check that it fails
+ * closed: an error result naming execve, no output, nothing left behind.
+ * The result stays in r for more checks (free it); the checks report
+ * through the harness. */
+void sb_setup_failure(const char *id, struct sandbox_result *r);
 
 #endif

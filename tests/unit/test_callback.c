@@ -175,16 +175,6 @@ static bool wait_count(struct receiver *rx, int n, int timeout_ms)
     return rx_count(rx) >= n;
 }
 
-static store_t *open_store(char *url, size_t urllen)
-{
-    snprintf(url, urllen, "sqlite:%s/cb.db", test_tmpdir());
-    struct store_options o = {.flags = STORE_OPEN_MIGRATE};
-    store_t *s = NULL;
-    char err[ERR_LEN];
-    if (store_open(url, &o, &s, err, sizeof err) < 0)
-        fprintf(stderr, "    store_open: %s\n", err);
-    return s;
-}
 
 static const char SECRET[] = "s3cret-webhook-key";
 
@@ -347,16 +337,6 @@ TEST(post_non_2xx_and_timeout)
 
 /* ---- the sender: the store is its queue ------------------------------------------ */
 
-static store_t *open_store_named(const char *name, char *url, size_t urllen)
-{
-    snprintf(url, urllen, "sqlite:%s/%s", test_tmpdir(), name);
-    struct store_options o = {.flags = STORE_OPEN_MIGRATE};
-    store_t *s = NULL;
-    char err[ERR_LEN];
-    if (store_open(url, &o, &s, err, sizeof err) < 0)
-        fprintf(stderr, "    store_open: %s\n", err);
-    return s;
-}
 
 /* A finished evaluation with callback_url: inserted, claimed and finished
  * through the store like a worker does, so its delivery is pending. */
@@ -405,6 +385,22 @@ static bool wait_state(store_t *s, const char *id, int state, int timeout_ms)
         usleep(10000);
     }
     return cb_state(s, id, NULL) == state;
+}
+
+static store_t *open_store_named(const char *name, char *url, size_t urllen)
+{
+    snprintf(url, urllen, "sqlite:%s/%s", test_tmpdir(), name);
+    struct store_options o = {.flags = STORE_OPEN_MIGRATE};
+    store_t *s = NULL;
+    char err[ERR_LEN];
+    if (store_open(url, &o, &s, err, sizeof err) < 0)
+        fprintf(stderr, "    store_open: %s\n", err);
+    return s;
+}
+
+static store_t *open_store(char *url, size_t urllen)
+{
+    return open_store_named("cb.db", url, urllen);
 }
 
 TEST(finish_makes_the_delivery_pending_in_the_same_commit)

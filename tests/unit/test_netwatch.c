@@ -792,3 +792,19 @@ TEST(stop_hook_runs_once_in_the_supervisor_thread)
     netwatch_stop_request_then(NULL, stop_hook, &seen);
     ASSERT_EQ(seen.calls, 1);
 }
+
+TEST(stop_hook_set_after_the_thread_ended_runs_in_netwatch_stop)
+{
+    char err[256];
+    struct netwatch_config cfg;
+    netwatch_config_init(&cfg);
+    netwatch_t *nw = NULL;
+    ASSERT_EQ(netwatch_start(&cfg, &nw, err, sizeof err), 0);
+    netwatch_stop_request(nw); /* the thread ends with no hook to run */
+    usleep(100000);
+    struct stop_hook_seen seen = {0};
+    netwatch_stop_request_then(nw, stop_hook, &seen);
+    netwatch_stop(nw, NULL);
+    ASSERT_EQ(seen.calls, 1);
+    ASSERT(pthread_equal(seen.thread, pthread_self())); /* run by netwatch_stop */
+}

@@ -232,19 +232,8 @@ TEST(setup_failure_through_the_spawner_fails_closed)
 {
     if (!sb_need_root() || !spawner_up())
         return;
-    struct sandbox_spec s;
-    sb_spec(&s, "sh", "echo never\n");
-    static const char *bad[] = {"/usr/bin/no-such-interpreter", "/work/main.sh", NULL};
-    s.argv = bad;
-    s.eval_id = "t-spawn-fail";
     struct sandbox_result r;
-    char err[256];
-    ASSERT(sandbox_run(&s, &r, err, sizeof err) < 0);
-    ASSERT_EQ(r.status, SANDBOX_ERROR);
-    ASSERT_CONTAINS(r.error_message, "execve");
-    ASSERT_EQ(r.out.len, 0);
-    char what[512];
-    ASSERT_MSG(!sb_leftovers("t-spawn-fail", what, sizeof what), "left behind: %s", what);
+    sb_setup_failure("t-spawn-fail", &r);
     sandbox_result_free(&r);
 }
 
