@@ -463,22 +463,22 @@ struct submit_result {
     enum eval_status status;
 };
 
-/* Insert one validated record under a submit span; log evaluation.queued. */
-static int submit_one(struct api *a, struct eval_record *r, trace_span_t *span,
-                      struct submit_result *out, char *err, size_t errlen)
+/* The submit span's trace context, stored with r so the worker continues
+ * the trace; tp is the traceparent's room (r points into it and into ctx). */
+static void trace_stamp(struct eval_record *r, trace_span_t *span, struct trace_context *ctx,
+                        char tp[TRACE_TRACEPARENT_LEN + 1])
 {
-    struct trace_context ctx;
-    trace_span_context(span, &ctx);
-    char tp[TRACE_TRACEPARENT_LEN + 1];
-    trace_traceparent_format(&ctx, tp);
+    trace_span_context(span, ctx);
+    trace_traceparent_format(ctx, tp);
     r->traceparent = tp;
-    r->tracestate = ctx.tracestate[0] ? ctx.tracestate : NULL;
-    int rc = store_insert(a->writer, r, out->id, &out->existed, &out->queue_position, err,
-                          errlen);
-    r->traceparent = NULL; /* not ours to free */
-    r->tracestate = NULL;
-    if (rc < 0)
-        return rc;
+    r->tracestate = ctx->tracestate[0] ? ctx->tracestate : NULL;
+}
+
+/* After an insert: an existing evaluation's (idempotent retry) own status
+ * and place; the span's attributes. */
+static void submitted(struct api *a, const struct eval_record *r, trace_span_t *span,
+                      struct submit_result *out)
+{
     out->status = EVAL_QUEUED;
     if (out->existed) {
         struct eval_record first;
@@ -491,6 +491,22 @@ static int submit_one(struct api *a, struct eval_record *r, trace_span_t *span,
     trace_span_set_str(span, "eval_id", out->id);
     trace_span_set_str(span, "language", r->language);
     trace_span_set_int(span, "code_length", (int64_t)r->code_len);
+}
+
+/* Insert one validated record under a submit span. */
+static int submit_one(struct api *a, struct eval_record *r, trace_span_t *span,
+                      struct submit_result *out, char *err, size_t errlen)
+{
+    struct trace_context ctx;
+    char tp[TRACE_TRACEPARENT_LEN + 1];
+    trace_stamp(r, span, &ctx, tp);
+    int rc = store_insert(a->writer, r, out->id, &out->existed, &out->queue_position, err,
+                          errlen);
+    r->traceparent = NULL; /* not ours to free */
+    r->tracestate = NULL;
+    if (rc < 0)
+        return rc;
+    submitted(a, r, span, out);
     return 0;
 }
 
@@ -732,6 +748,28 @@ static void route_batch(struct api *a, const struct http_request *req,
     handle_put(a, s);
     s = NULL;
     if (admitted) {
+        /* the valid items in one store call: one commit for the batch */
+        struct store_batch_item *bi = calloc(n, sizeof *bi);
+        char (*ik)[STORE_IDEMPOTENCY_KEY_MAX] = key ? calloc(n, sizeof *ik) : NULL;
+        if (!bi || (key && !ik)) {
+            free(bi);
+            free(ik);
+            http_respond_error(resp, 500, "internal", "out of memory", NULL);
+            goto out_recs;
+        }
+        struct trace_context ctx;
+        char tp[TRACE_TRACEPARENT_LEN + 1];
+        for (size_t i = 0; i < n; i++) {
+            if (!valid[i])
+                continue;
+            trace_stamp(&recs[i], sp, &ctx, tp);
+            if (key) {
+                snprintf(ik[i], sizeof ik[i], "%s:%zu", key, i);
+                recs[i].idempotency_key = ik[i];
+            }
+            bi[i].rec = &recs[i];
+        }
+        store_insert_batch(a->writer, bi, n);
         struct json w;
         json_init(&w, &b);
         json_obj_open(&w);
@@ -743,16 +781,13 @@ static void route_batch(struct api *a, const struct http_request *req,
             json_obj_open(&w);
             json_kv_int(&w, "index", (int64_t)i);
             if (valid[i]) {
-                char ik[STORE_IDEMPOTENCY_KEY_MAX];
-                if (key) {
-                    snprintf(ik, sizeof ik, "%s:%zu", key, i);
-                    recs[i].idempotency_key = ik;
-                }
-                struct submit_result sr;
-                char err[ERR_LEN];
-                int rc = submit_one(a, &recs[i], sp, &sr, err, sizeof err);
-                recs[i].idempotency_key = NULL;
-                if (rc == 0) {
+                recs[i].traceparent = NULL; /* not ours to free */
+                recs[i].tracestate = NULL;
+                struct submit_result sr = {.existed = bi[i].existed,
+                                           .queue_position = bi[i].queue_position};
+                memcpy(sr.id, bi[i].id, sizeof sr.id);
+                if (bi[i].rc == 0) {
+                    submitted(a, &recs[i], sp, &sr);
                     accepted++;
                     any_new |= !sr.existed;
                     log_queued(a, &recs[i], &sr);
@@ -768,9 +803,10 @@ static void route_batch(struct api *a, const struct http_request *req,
                     json_key(&w, "error");
                     json_obj_open(&w);
                     json_kv_str(&w, "code", "database_error");
-                    json_kv_str(&w, "message", err);
+                    json_kv_str(&w, "message", bi[i].err);
                     json_obj_close(&w);
                 }
+                recs[i].idempotency_key = NULL;
             } else {
                 rejected++;
                 json_key(&w, "error");
@@ -784,6 +820,8 @@ static void route_batch(struct api *a, const struct http_request *req,
             }
             json_obj_close(&w);
         }
+        free(bi);
+        free(ik);
         json_arr_close(&w);
         json_kv_int(&w, "accepted", accepted);
         json_kv_int(&w, "rejected", rejected);
@@ -794,6 +832,7 @@ static void route_batch(struct api *a, const struct http_request *req,
         trace_span_set_int(sp, "clearbox.batch.accepted", accepted);
         trace_span_set_int(sp, "clearbox.batch.rejected", rejected);
     }
+out_recs:
     for (size_t i = 0; i < n; i++)
         store_record_clear(&recs[i]);
     free(recs);

@@ -392,6 +392,32 @@ int store_insert(store_t *s, const struct eval_record *r, char id_out[STORE_ID_L
                                     errlen));
 }
 
+void store_insert_batch(store_t *s, struct store_batch_item *items, size_t n)
+{
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_batch_item *it = &items[i];
+        it->id[0] = '\0';
+        it->err[0] = '\0';
+        it->existed = false;
+        it->queue_position = 0;
+        it->rc = it->rec ? check_record(it->rec, it->err, sizeof it->err)
+                         : err_set(it->err, sizeof it->err, -EINVAL, "no record");
+        ok += it->rc == 0;
+    }
+    if (!ok)
+        return;
+    if (s->ops->insert_batch) {
+        LOCKED(s, (s->ops->insert_batch(s, items, n), 0));
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rc == 0)
+            items[i].rc = store_insert(s, items[i].rec, items[i].id, &items[i].existed,
+                                       &items[i].queue_position, items[i].err,
+                                       sizeof items[i].err);
+}
+
 int store_get(store_t *s, const char *id, struct eval_record *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);

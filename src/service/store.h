@@ -49,6 +49,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/err.h"
+
 /* ---- statuses ------------------------------------------------------------ */
 
 enum eval_status {
@@ -223,6 +225,23 @@ int store_migration_status(store_t *s, struct store_migration_state *st, size_t 
  * (may be NULL) gets the 1-based place in the queue. Durable on return. */
 int store_insert(store_t *s, const struct eval_record *r, char id_out[STORE_ID_LEN],
                  bool *existed, int64_t *queue_position, char *err, size_t errlen);
+/* One item of store_insert_batch: rec in; rc (0 or -errno), err, and on
+ * success id, existed and queue_position out, as store_insert gives them. */
+struct store_batch_item {
+    const struct eval_record *rec;
+    int rc;
+    char err[ERR_LEN];
+    char id[STORE_ID_LEN];
+    bool existed;
+    int64_t queue_position;
+};
+
+/* store_insert for each of n items, every item durable on return when its
+ * rc is 0. SQLite inserts them in one transaction: one commit (one fsync)
+ * for the batch instead of one each, and on a failure none of them is
+ * stored (each item then has the error). Backends without a batch insert
+ * store them one by one, each with its own outcome. */
+void store_insert_batch(store_t *s, struct store_batch_item *items, size_t n);
 /* The full record; -ENOENT if there is none. out is cleared first. */
 int store_get(store_t *s, const char *id, struct eval_record *out, char *err, size_t errlen);
 
@@ -410,6 +429,9 @@ struct store_ops {
                            size_t errlen);
     int (*insert)(store_t *s, const struct eval_record *r, char id_out[STORE_ID_LEN],
                   bool *existed, int64_t *queue_position, char *err, size_t errlen);
+    /* optional (NULL: store.c inserts one by one); items' records are
+     * checked, their outputs cleared */
+    void (*insert_batch)(store_t *s, struct store_batch_item *items, size_t n);
     int (*get)(store_t *s, const char *id, struct eval_record *out, char *err, size_t errlen);
     int (*list)(store_t *s, const struct store_list_query *q, int64_t after_key,
                 struct eval_record **items, size_t *n, int64_t *last_key, bool *more,
@@ -462,6 +484,10 @@ int store__not_leased(const char *id, enum eval_status cur, const char *worker_i
 /* For backends: the callback_state column's text (NULL = none) as an enum
  * store_callback_state value. */
 int store__callback_state_parse(const char *name);
+
+/* For tests: the SQLite backend's statements (*n of them), to check their
+ * query plans (test_store.c: none sorts or scans the table per call). */
+const char *const *store_sqlite__statements(size_t *n);
 
 struct store {
     const struct store_ops *ops;

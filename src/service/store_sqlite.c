@@ -115,7 +115,9 @@ static const char *const stmt_sql[S_COUNT] = {
                     "priority = ?1 AND pos <= ?2)",
     [S_GET] = "SELECT " COLS_FULL " FROM evaluations WHERE id = ?1",
     [S_EXISTS] = "SELECT status FROM evaluations WHERE id = ?1",
-    [S_LIST_ALL] = "SELECT " COLS_LIST " FROM evaluations WHERE pos < ?1 "
+    /* NOT INDEXED: the rowid order; with ANALYZE statistics the planner
+     * skip-scanned the submitter index and sorted every row */
+    [S_LIST_ALL] = "SELECT " COLS_LIST " FROM evaluations NOT INDEXED WHERE pos < ?1 "
                    "ORDER BY pos DESC LIMIT ?2",
     [S_LIST_STATUS] = "SELECT " COLS_LIST " FROM evaluations WHERE status = ?3 AND pos < ?1 "
                       "ORDER BY pos DESC LIMIT ?2",
@@ -123,8 +125,12 @@ static const char *const stmt_sql[S_COUNT] = {
                          "pos < ?1 ORDER BY pos DESC LIMIT ?2",
     [S_LIST_STATUS_SUBMITTER] = "SELECT " COLS_LIST " FROM evaluations WHERE status = ?3 AND "
                                 "submitter = ?4 AND pos < ?1 ORDER BY pos DESC LIMIT ?2",
-    [S_CLAIM_PICK] = "SELECT pos FROM evaluations WHERE status = 'queued' "
-                     "ORDER BY priority DESC, pos LIMIT 1",
+    /* INDEXED BY: without statistics the planner takes the status index
+     * and sorts every queued row for each claim (3-5 ms at 8,000 queued,
+     * 0.1 ms per claim at 100) instead of reading the queue index's first
+     * entry (30-100 us) */
+    [S_CLAIM_PICK] = "SELECT pos FROM evaluations INDEXED BY evaluations_queue "
+                     "WHERE status = 'queued' ORDER BY priority DESC, pos LIMIT 1",
     [S_CLAIM_SET] = "UPDATE evaluations SET status = 'running', worker_id = ?2, "
                     "lease_expires_ns = ?3, attempts = attempts + 1, started_ns = ?4, "
                     EVENT_BUMP " WHERE pos = ?1 AND status = 'queued'",
@@ -155,7 +161,11 @@ static const char *const stmt_sql[S_COUNT] = {
                          " WHERE id = ?1 AND status = 'running'",
     [S_COUNT_QUEUED] = "SELECT count(*), min(queued_ns) FROM evaluations WHERE status = 'queued'",
     [S_COUNT_RUNNING] = "SELECT count(*) FROM evaluations WHERE status = 'running'",
-    [S_SUBMITTER_QUEUED] = "SELECT count(*) FROM evaluations WHERE status = 'queued' AND "
+    /* INDEXED BY: the planner otherwise counts through the submitter's
+     * whole history (submitter_pos): 33 ms per submit at 100,000 finished
+     * against 1 ms over the queued-only index */
+    [S_SUBMITTER_QUEUED] = "SELECT count(*) FROM evaluations INDEXED BY "
+                           "evaluations_queued_submitter WHERE status = 'queued' AND "
                            "submitter = ?1",
     [S_PURGE] = "DELETE FROM evaluations WHERE pos IN (SELECT pos FROM evaluations WHERE "
                 "finished_ns IS NOT NULL AND finished_ns < ?1 AND "
@@ -185,6 +195,12 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_EVENTS] = "SELECT seq, status, ts_ns FROM evaluation_events WHERE eval_id = ?1 AND "
                  "seq > ?2 ORDER BY seq LIMIT ?3",
 };
+
+const char *const *store_sqlite__statements(size_t *n)
+{
+    *n = S_COUNT;
+    return stmt_sql;
+}
 
 /* SQLite through its dlopen table (sqlite_dl.h): every call below happens on
  * a database that sq_open opened after loading it. */
@@ -668,37 +684,34 @@ static int queue_position_of(struct sq *q, const char *id, int64_t *out, char *e
     return queue_position(q, prio, pos, out, err, errlen);
 }
 
-static int sq_insert(store_t *s, const struct eval_record *r, char id_out[STORE_ID_LEN],
-                     bool *existed, int64_t *qpos, char *err, size_t errlen)
+/* Inside a write transaction: insert r (or find its idempotency key's
+ * first evaluation: *existed). id_out is set either way. */
+static int insert_rows(struct sq *q, const struct eval_record *r, char id_out[STORE_ID_LEN],
+                       bool *existed, int64_t *qpos, char *err, size_t errlen)
 {
-    struct sq *q = SQ(s);
     const char *submitter = r->submitter ? r->submitter : "";
     sqlite3_stmt *st;
     int rc;
     *qpos = 0;
-    TRY(tx_begin(q, err, errlen));
     if (r->idempotency_key) {
-        if ((rc = sq_prep(q, S_IDEM_LOOKUP, &st, err, errlen)) < 0)
-            return tx_abort(q, rc);
+        TRY(sq_prep(q, S_IDEM_LOOKUP, &st, err, errlen));
         bind_text(st, 1, submitter);
         bind_text(st, 2, r->idempotency_key);
         rc = sq_row(q, st, "idempotency lookup", err, errlen);
         if (rc < 0)
-            return tx_abort(q, rc);
+            return rc;
         if (rc == 1) {
             snprintf(id_out, STORE_ID_LEN, "%s", (const char *)dl()->column_text(st, 0));
             dl()->reset(st);
             *existed = true;
-            rc = queue_position_of(q, id_out, qpos, err, errlen);
-            return tx_abort(q, rc); /* nothing written: roll back the empty transaction */
+            return queue_position_of(q, id_out, qpos, err, errlen);
         }
     }
     char id[STORE_ID_LEN];
     store_id_new(id);
     int64_t now = (int64_t)time_now_ns();
     int64_t created = r->created_ns ? r->created_ns : now;
-    if ((rc = sq_prep(q, S_INSERT, &st, err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_prep(q, S_INSERT, &st, err, errlen));
     bind_text(st, 1, id);
     bind_text(st, 2, r->language);
     bind_bytes(st, 3, r->code ? r->code : "", r->code_len);
@@ -716,15 +729,61 @@ static int sq_insert(store_t *s, const struct eval_record *r, char id_out[STORE_
     dl()->bind_int64(st, 15, created);
     dl()->bind_int64(st, 16, now);
     dl()->bind_int(st, 17, r->max_attempts ? r->max_attempts : STORE_DEFAULT_MAX_ATTEMPTS);
-    if ((rc = sq_exec(q, st, "insert evaluation", err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_exec(q, st, "insert evaluation", err, errlen));
     int64_t pos = dl()->last_insert_rowid(q->db);
-    if ((rc = add_event(q, id, now, err, errlen)) < 0 ||
-        (rc = queue_position(q, r->priority, pos, qpos, err, errlen)) < 0)
-        return tx_abort(q, rc);
-    TRY(tx_commit(q, err, errlen));
+    TRY(add_event(q, id, now, err, errlen));
+    TRY(queue_position(q, r->priority, pos, qpos, err, errlen));
     snprintf(id_out, STORE_ID_LEN, "%s", id);
     return 0;
+}
+
+static int sq_insert(store_t *s, const struct eval_record *r, char id_out[STORE_ID_LEN],
+                     bool *existed, int64_t *qpos, char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    TRY(tx_begin(q, err, errlen));
+    int rc = insert_rows(q, r, id_out, existed, qpos, err, errlen);
+    if (rc < 0 || *existed) /* nothing written: roll back the empty transaction */
+        rc = tx_abort(q, rc);
+    else
+        rc = tx_commit(q, err, errlen);
+    if (rc < 0)
+        id_out[0] = '\0';
+    return rc;
+}
+
+/* Every item in one transaction: one commit for the batch. A failure rolls
+ * all of it back and every item gets the error. */
+static void sq_insert_batch(store_t *s, struct store_batch_item *items, size_t n)
+{
+    struct sq *q = SQ(s);
+    char err[ERR_LEN];
+    int rc = tx_begin(q, err, sizeof err);
+    bool wrote = false;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct store_batch_item *it = &items[i];
+        if (it->rc == 0) {
+            rc = insert_rows(q, it->rec, it->id, &it->existed, &it->queue_position, err,
+                             sizeof err);
+            wrote |= !it->existed;
+        }
+    }
+    if (rc == 0)
+        rc = wrote ? tx_commit(q, err, sizeof err) : tx_abort(q, 0);
+    else
+        tx_abort(q, rc);
+    if (rc == 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct store_batch_item *it = &items[i];
+        if (it->rc == 0) {
+            it->rc = rc;
+            snprintf(it->err, sizeof it->err, "%s", err);
+            it->id[0] = '\0';
+            it->existed = false;
+            it->queue_position = 0;
+        }
+    }
 }
 
 static int sq_get(store_t *s, const char *id, struct eval_record *out, char *err, size_t errlen)
@@ -1244,6 +1303,7 @@ const struct store_ops store_sqlite_ops = {
     .migrations_applied = sq_migrations_applied,
     .migration_apply = sq_migration_apply,
     .insert = sq_insert,
+    .insert_batch = sq_insert_batch,
     .get = sq_get,
     .list = sq_list,
     .claim = sq_claim,

@@ -391,8 +391,32 @@ TEST(batch_accepts_valid_items_and_reports_each_error)
     ASSERT_STREQ(jstr(json_array_get(items, 1), "error.code"), "unknown_language");
     ASSERT_STREQ(jstr(json_array_get(items, 1), "error.field"), "evaluations[1].language");
     ASSERT_EQ(strlen(jstr(json_array_get(items, 2), "id")), 26);
+    /* each item's place when it was stored: the priority-2 item goes ahead */
+    ASSERT_EQ(json_integer_value(json_object_get(json_array_get(items, 0), "queue_position")), 1);
+    ASSERT_EQ(json_integer_value(json_object_get(json_array_get(items, 2), "queue_position")), 1);
     resp_free(&r);
     ASSERT_EQ(count_items(NULL), 2);
+
+    /* a batch retried with its Idempotency-Key: the same ids, nothing new */
+    const char *hk[] = {"Content-Type: application/json", "Idempotency-Key: batch-1", NULL};
+    const char *two = "{\"evaluations\":[" PY "," PY "]}";
+    char first[2][32];
+    for (int round = 0; round < 2; round++) {
+        ASSERT_EQ(request("POST", "/v1/evaluations/batch", hk, two, &r), 0);
+        ASSERT_MSG(r.status == 202, "%ld %s", r.status, r.body);
+        items = json_object_get(r.json, "items");
+        for (size_t i = 0; i < 2; i++) {
+            const char *id = jstr(json_array_get(items, i), "id");
+            ASSERT(id && strlen(id) == 26);
+            if (round == 0)
+                snprintf(first[i], sizeof first[i], "%s", id);
+            else
+                ASSERT_STREQ(id, first[i]);
+        }
+        ASSERT(strcmp(first[0], first[1]) != 0);
+        resp_free(&r);
+        ASSERT_EQ(count_items(NULL), 4);
+    }
 
     /* more than 100, none, or not the documented envelope: 422, nothing stored */
     size_t cap = 200 * sizeof PY + 64;
@@ -414,7 +438,7 @@ TEST(batch_accepts_valid_items_and_reports_each_error)
     ASSERT_EQ(request("POST", "/v1/evaluations/batch", NULL, "{}", &r), 0);
     ASSERT_EQ(r.status, 415);
     resp_free(&r);
-    ASSERT_EQ(count_items(NULL), 2);
+    ASSERT_EQ(count_items(NULL), 4);
     api_stop(a);
 }
 

@@ -381,6 +381,57 @@ TEST(idempotency_key_returns_the_first_evaluation)
 
 /* ---- the queue ----------------------------------------------------------------------- */
 
+/* A batch: every valid item stored with its own id and place in the queue,
+ * an invalid one refused alone, an idempotent retry inside and across
+ * batches given the first evaluation. */
+TEST(insert_batch_stores_each_item_with_its_own_outcome)
+{
+    store_t *s = db_open("batch");
+    ASSERT(s);
+    struct eval_record r[6];
+    for (int i = 0; i < 6; i++)
+        r[i] = rec("print(1)", i == 4 ? 7 : 0);
+    r[2].priority = 10; /* invalid */
+    r[3].submitter = r[5].submitter = (char *)"alice";
+    r[3].idempotency_key = r[5].idempotency_key = (char *)"k";
+    struct store_batch_item it[6] = {0};
+    for (int i = 0; i < 6; i++)
+        it[i].rec = &r[i];
+    store_insert_batch(s, it, 6);
+    for (int i = 0; i < 6; i++)
+        if (i != 2)
+            ASSERT_MSG(it[i].rc == 0, "item %d: %s", i, it[i].err);
+    ASSERT_EQ(it[2].rc, -EINVAL);
+    ASSERT_CONTAINS(it[2].err, "priority");
+    ASSERT_STREQ(it[2].id, "");
+    /* places: item 4 (priority 7) first, then 0, 1, 3 in order */
+    ASSERT_EQ(it[0].queue_position, 1);
+    ASSERT_EQ(it[1].queue_position, 2);
+    ASSERT_EQ(it[3].queue_position, 3);
+    ASSERT_EQ(it[4].queue_position, 1);
+    ASSERT(!it[0].existed && !it[3].existed && !it[4].existed);
+    ASSERT(it[5].existed);
+    ASSERT_STREQ(it[5].id, it[3].id);
+    ASSERT(strcmp(it[0].id, it[1].id) != 0);
+    ASSERT_EQ(count_status(s, EVAL_QUEUED), 4);
+    /* a second batch retrying the key: the first evaluation again */
+    struct store_batch_item again[1] = {{.rec = &r[3]}};
+    store_insert_batch(s, again, 1);
+    ASSERT_EQ(again[0].rc, 0);
+    ASSERT(again[0].existed);
+    ASSERT_STREQ(again[0].id, it[3].id);
+    ASSERT_EQ(count_status(s, EVAL_QUEUED), 4);
+    /* claims follow the queue: priority 7, then insertion order */
+    const int order[] = {4, 0, 1, 3};
+    for (int k = 0; k < 4; k++) {
+        struct eval_record g;
+        ASSERT_EQ(store_claim(s, "w", 1000, &g, err, sizeof err), 0);
+        ASSERT_STREQ(g.id, it[order[k]].id);
+        store_record_clear(&g);
+    }
+    store_close(s);
+}
+
 TEST(claim_takes_highest_priority_first_and_fifo_within)
 {
     store_t *s = db_open("prio");
