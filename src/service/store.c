@@ -504,8 +504,8 @@ int store_heartbeat(store_t *s, const char *id, const char *worker_id, int attem
                                        errlen));
 }
 
-int store_finish(store_t *s, const char *id, const char *worker_id, int attempt,
-                 const struct store_outcome *o, char *err, size_t errlen)
+static int check_finish(const char *id, const char *worker_id, int attempt,
+                        const struct store_outcome *o, char *err, size_t errlen)
 {
     TRY(check_id(id, err, errlen));
     TRY(check_worker(worker_id, err, errlen));
@@ -518,7 +518,32 @@ int store_finish(store_t *s, const char *id, const char *worker_id, int attempt,
     TRY(check_text(o->error_message, STORE_ERROR_MAX, false, "error.message", err, errlen));
     if (o->status == EVAL_ERROR && (!o->error_reason || !*o->error_reason))
         return err_set(err, errlen, -EINVAL, "status error needs error.reason");
+    return 0;
+}
+
+int store_finish(store_t *s, const char *id, const char *worker_id, int attempt,
+                 const struct store_outcome *o, char *err, size_t errlen)
+{
+    TRY(check_finish(id, worker_id, attempt, o, err, errlen));
     return LOCKED(s, s->ops->finish(s, id, worker_id, attempt, o, err, errlen));
+}
+
+int store_finish_claim(store_t *s, const char *id, const char *worker_id, int attempt,
+                       const struct store_outcome *o, int64_t lease_ms,
+                       struct eval_record *next, int *claim_rc, char *err, size_t errlen)
+{
+    memset(next, 0, sizeof *next);
+    *claim_rc = -ECANCELED;
+    TRY(check_finish(id, worker_id, attempt, o, err, errlen));
+    TRY(check_lease(lease_ms, err, errlen));
+    if (!s->ops->finish_claim) {
+        TRY(store_finish(s, id, worker_id, attempt, o, err, errlen));
+        char e2[ERR_LEN];
+        *claim_rc = store_claim(s, worker_id, lease_ms, next, e2, sizeof e2);
+        return 0;
+    }
+    return LOCKED(s, s->ops->finish_claim(s, id, worker_id, attempt, o, lease_ms, next,
+                                          claim_rc, err, errlen));
 }
 
 int store_cancel(store_t *s, const char *id, enum eval_status *now_status, char *err,

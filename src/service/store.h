@@ -293,6 +293,16 @@ struct store_outcome {
 int store_finish(store_t *s, const char *id, const char *worker_id, int attempt,
                  const struct store_outcome *o, char *err, size_t errlen);
 
+/* store_finish, then store_claim of the next evaluation for the same
+ * worker, in one transaction where the backend can (SQLite: one commit and
+ * one fsync per evaluation instead of two). Returns store_finish's result;
+ * when the finish failed nothing was claimed and *claim_rc is -ECANCELED.
+ * Otherwise *claim_rc is store_claim's: 0 with *next claimed, -EAGAIN when
+ * nothing is queued, or an error (the finish still stands). */
+int store_finish_claim(store_t *s, const char *id, const char *worker_id, int attempt,
+                       const struct store_outcome *o, int64_t lease_ms,
+                       struct eval_record *next, int *claim_rc, char *err, size_t errlen);
+
 /* Cancel: queued -> cancelled at once (*now_status = EVAL_CANCELLED);
  * running -> cancel_requested set, reported by the next heartbeat
  * (*now_status = EVAL_RUNNING); finished -> -EALREADY (*now_status = its
@@ -442,6 +452,12 @@ struct store_ops {
                      int64_t lease_ms, bool *cancel_requested, char *err, size_t errlen);
     int (*finish)(store_t *s, const char *id, const char *worker_id, int attempt,
                   const struct store_outcome *o, char *err, size_t errlen);
+    /* optional (NULL: finish, then claim): both in one transaction; the
+     * arguments are checked. A failed claim part must leave the finish
+     * committed (or redo it) and report the claim's error in *claim_rc. */
+    int (*finish_claim)(store_t *s, const char *id, const char *worker_id, int attempt,
+                        const struct store_outcome *o, int64_t lease_ms,
+                        struct eval_record *next, int *claim_rc, char *err, size_t errlen);
     int (*cancel)(store_t *s, const char *id, enum eval_status *now_status, char *err,
                   size_t errlen);
     /* worker_id NULL: by lease expiry before now_ns; else all of that worker */

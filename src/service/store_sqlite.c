@@ -878,41 +878,47 @@ static int read_claimed(struct sq *q, int64_t pos, struct eval_record *out, cons
     return rc < 0 ? err_set(err, errlen, rc, "out of memory") : 0;
 }
 
-static int sq_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct eval_record *out,
-                    char *err, size_t errlen)
+/* Inside a write transaction: claim the next queued evaluation into *out.
+ * 0, -EAGAIN (nothing queued) or an error (out cleared). */
+static int claim_rows(struct sq *q, const char *worker_id, int64_t lease_ms,
+                      struct eval_record *out, char *err, size_t errlen)
 {
-    struct sq *q = SQ(s);
     sqlite3_stmt *st;
     int rc;
-    TRY(tx_begin(q, err, errlen));
-    if ((rc = sq_prep(q, S_CLAIM_PICK, &st, err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_prep(q, S_CLAIM_PICK, &st, err, errlen));
     rc = sq_row(q, st, "pick next", err, errlen);
-    if (rc <= 0) {
-        tx_abort(q, 0);
+    if (rc <= 0)
         return rc < 0 ? rc : err_set(err, errlen, -EAGAIN, "nothing queued");
-    }
     int64_t pos = col_i64(st, 0);
     dl()->reset(st);
     int64_t now = (int64_t)time_now_ns();
-    if ((rc = sq_prep(q, S_CLAIM_SET, &st, err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_prep(q, S_CLAIM_SET, &st, err, errlen));
     dl()->bind_int64(st, 1, pos);
     bind_text(st, 2, worker_id);
     dl()->bind_int64(st, 3, now + lease_ms * 1000000);
     dl()->bind_int64(st, 4, now);
-    if ((rc = sq_exec(q, st, "claim", err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_exec(q, st, "claim", err, errlen));
     if (dl()->changes(q->db) != 1) /* cannot happen under BEGIN IMMEDIATE */
-        return tx_abort(q, err_set(err, errlen, -EIO, "claim: row changed under the write lock"));
-    if ((rc = read_claimed(q, pos, out, "read claimed", err, errlen)) < 0)
-        return tx_abort(q, rc);
-    if ((rc = add_event(q, out->id, now, err, errlen)) < 0 ||
-        (rc = tx_commit(q, err, errlen)) < 0) {
+        return err_set(err, errlen, -EIO, "claim: row changed under the write lock");
+    TRY(read_claimed(q, pos, out, "read claimed", err, errlen));
+    if ((rc = add_event(q, out->id, now, err, errlen)) < 0) {
         store_record_clear(out);
-        return tx_abort(q, rc);
+        return rc;
     }
     return 0;
+}
+
+static int sq_claim(store_t *s, const char *worker_id, int64_t lease_ms, struct eval_record *out,
+                    char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    TRY(tx_begin(q, err, errlen));
+    int rc = claim_rows(q, worker_id, lease_ms, out, err, errlen);
+    if (rc < 0)
+        return tx_abort(q, rc);
+    if ((rc = tx_commit(q, err, errlen)) < 0)
+        store_record_clear(out);
+    return rc;
 }
 
 /* After a write matched no row: -ENOENT if id does not exist, else the code
@@ -950,42 +956,77 @@ static int sq_heartbeat(store_t *s, const char *id, const char *worker_id, int a
     return sq_exec(q, st, "heartbeat", err, errlen); /* finish the statement: commits */
 }
 
-static int sq_finish(store_t *s, const char *id, const char *worker_id, int attempt,
-                     const struct store_outcome *o, char *err, size_t errlen)
+/* Inside a write transaction: record the outcome. 0 = written, 1 = the
+ * same outcome was recorded before (nothing written), or an error. */
+static int finish_rows(struct sq *q, const char *id, const char *worker_id, int attempt,
+                       const struct store_outcome *o, char *err, size_t errlen)
 {
-    struct sq *q = SQ(s);
     sqlite3_stmt *st;
-    int rc;
-    TRY(tx_begin(q, err, errlen));
-    if ((rc = sq_prep(q, S_STATE, &st, err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_prep(q, S_STATE, &st, err, errlen));
     bind_text(st, 1, id);
-    rc = sq_row(q, st, "finish", err, errlen);
+    int rc = sq_row(q, st, "finish", err, errlen);
     if (rc <= 0)
-        return tx_abort(q, rc < 0 ? rc : err_set(err, errlen, -ENOENT, "no evaluation %s", id));
+        return rc < 0 ? rc : err_set(err, errlen, -ENOENT, "no evaluation %s", id);
     enum eval_status cur = col_status(st, 0);
     const char *w = (const char *)dl()->column_text(st, 1);
     bool mine = w && !strcmp(w, worker_id) && dl()->column_int(st, 2) == attempt;
     dl()->reset(st);
-    if (mine && cur == o->status) {
-        tx_abort(q, 0);
-        return 0; /* finished before with this outcome: idempotent */
-    }
+    if (mine && cur == o->status)
+        return 1; /* finished before with this outcome: idempotent */
     if (!mine || cur != EVAL_RUNNING)
-        return tx_abort(q, store__not_leased(id, cur, worker_id, attempt, err, errlen));
+        return store__not_leased(id, cur, worker_id, attempt, err, errlen);
     int64_t now = (int64_t)time_now_ns();
-    if ((rc = sq_prep(q, S_FINISH, &st, err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_prep(q, S_FINISH, &st, err, errlen));
     bind_text(st, 1, id);
     bind_text(st, 2, store_status_name(o->status));
     bind_json(st, 3, o->result_json);
     bind_text(st, 4, o->error_reason);
     bind_text(st, 5, o->error_message);
     dl()->bind_int64(st, 6, now);
-    if ((rc = sq_exec(q, st, "finish", err, errlen)) < 0 ||
-        (rc = add_event(q, id, now, err, errlen)) < 0)
-        return tx_abort(q, rc);
+    TRY(sq_exec(q, st, "finish", err, errlen));
+    TRY(add_event(q, id, now, err, errlen));
+    return 0;
+}
+
+static int sq_finish(store_t *s, const char *id, const char *worker_id, int attempt,
+                     const struct store_outcome *o, char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    TRY(tx_begin(q, err, errlen));
+    int rc = finish_rows(q, id, worker_id, attempt, o, err, errlen);
+    if (rc != 0)
+        return tx_abort(q, rc < 0 ? rc : 0);
     return tx_commit(q, err, errlen);
+}
+
+/* The finish and the next claim in one transaction: one commit. */
+static int sq_finish_claim(store_t *s, const char *id, const char *worker_id, int attempt,
+                           const struct store_outcome *o, int64_t lease_ms,
+                           struct eval_record *next, int *claim_rc, char *err, size_t errlen)
+{
+    struct sq *q = SQ(s);
+    TRY(tx_begin(q, err, errlen));
+    int rc = finish_rows(q, id, worker_id, attempt, o, err, errlen);
+    if (rc < 0)
+        return tx_abort(q, rc);
+    char e2[ERR_LEN];
+    int crc = claim_rows(q, worker_id, lease_ms, next, e2, sizeof e2);
+    if (crc < 0 && crc != -EAGAIN) { /* roll both back; the finish alone */
+        tx_abort(q, crc);
+        *claim_rc = crc;
+        return sq_finish(s, id, worker_id, attempt, o, err, errlen);
+    }
+    if (rc == 1 && crc == -EAGAIN) { /* nothing written */
+        *claim_rc = crc;
+        return tx_abort(q, 0);
+    }
+    if ((rc = tx_commit(q, err, errlen)) < 0) {
+        if (crc == 0)
+            store_record_clear(next);
+        return rc; /* *claim_rc stays -ECANCELED */
+    }
+    *claim_rc = crc;
+    return 0;
 }
 
 static int sq_cancel(store_t *s, const char *id, enum eval_status *now_status, char *err,
@@ -1309,6 +1350,7 @@ const struct store_ops store_sqlite_ops = {
     .claim = sq_claim,
     .heartbeat = sq_heartbeat,
     .finish = sq_finish,
+    .finish_claim = sq_finish_claim,
     .cancel = sq_cancel,
     .requeue = sq_requeue,
     .queue_stats = sq_queue_stats,

@@ -503,8 +503,12 @@ static void finish_error(struct worker *w, const struct eval_record *r, const ch
         send_callback(w, r->id);
 }
 
-static void run_one(struct worker *w, struct eval_record *r)
+/* Run r to its end. With next, the finish also claims the next evaluation
+ * (one commit for both, store_finish_claim) unless the pool is stopping:
+ * true when *next holds one, for the caller to run. */
+static bool run_one(struct worker *w, struct eval_record *r, struct eval_record *next)
 {
+    bool chained = false;
     struct worker_pool *pool = w->pool;
     int64_t depth = atomic_load(&pool->queue_depth);
     int64_t wait_ns =
@@ -633,7 +637,13 @@ static void run_one(struct worker *w, struct eval_record *r)
             after_requeue(pool, r->id);
         trace_span_set_status(sp, TRACE_STATUS_ERROR, "killed at shutdown, requeued");
     } else {
-        int rc = store_finish(w->st, r->id, w->id, r->attempts, &o, err, sizeof err);
+        int crc = -ECANCELED;
+        bool chain = next && !atomic_load(&pool->stopping) && !atomic_load(&pool->kill_all);
+        int rc = chain ? store_finish_claim(w->st, r->id, w->id, r->attempts, &o,
+                                            (int64_t)pool->o.lease_s * 1000, next, &crc, err,
+                                            sizeof err)
+                       : store_finish(w->st, r->id, w->id, r->attempts, &o, err, sizeof err);
+        chained = chain && crc == 0;
         if (rc < 0) {
             log_warning(L, "evaluation.finish_failed", LOG_STR("error", err),
                         LOG_STR("status", store_status_name(o.status)));
@@ -667,6 +677,7 @@ out_span:
     trace_span_restore(&scope);
     trace_span_end(sp);
     log_free(lg);
+    return chained;
 }
 
 /* ---- the worker thread ----------------------------------------------------- */
@@ -681,24 +692,33 @@ static void *worker_main(void *arg)
     if (!w->hb_started)
         log_error(pool->lg, "worker.heartbeat_failed", LOG_STR("worker_id", w->id),
                   LOG_STR("error", "cannot start the heartbeat thread"));
-    while (!atomic_load(&pool->stopping)) {
+    struct eval_record r, next;
+    bool chained = false; /* r was claimed by the last finish: run it */
+    while (chained || !atomic_load(&pool->stopping)) {
         pthread_mutex_lock(&pool->mu);
         uint64_t seq = pool->notify_seq;
         pthread_mutex_unlock(&pool->mu);
 
-        struct eval_record r;
         char err[ERR_LEN];
-        /* busy before the claim, so stop never sees a claimed-but-idle worker */
-        atomic_store(&w->busy, true);
-        atomic_fetch_add(&pool->busy, 1);
-        int rc = atomic_load(&pool->stopping)
-                     ? -ESHUTDOWN
-                     : store_claim(w->st, w->id, lease_ms, &r, err, sizeof err);
+        /* busy before the claim, so stop never sees a claimed-but-idle
+         * worker (a chained claim keeps it busy from the last run on) */
+        if (!chained) {
+            atomic_store(&w->busy, true);
+            atomic_fetch_add(&pool->busy, 1);
+        }
+        int rc = chained                        ? 0
+                 : atomic_load(&pool->stopping) ? -ESHUTDOWN
+                                                : store_claim(w->st, w->id, lease_ms, &r, err,
+                                                              sizeof err);
         if (rc == 0) {
             atomic_fetch_add(&pool->claimed, 1);
             atomic_store(&pool->last_claim_ns, (long long)time_now_ns());
-            run_one(w, &r);
+            chained = run_one(w, &r, &next);
             store_record_clear(&r);
+            if (chained) {
+                r = next;
+                continue;
+            }
         }
         atomic_store(&w->busy, false);
         atomic_fetch_sub(&pool->busy, 1);

@@ -528,6 +528,67 @@ TEST(heartbeat_and_finish_hold_only_for_the_lease_owner)
     store_close(s);
 }
 
+/* store_finish_claim: the finish, then the next evaluation claimed for the
+ * same worker; a finish that fails claims nothing; an empty queue leaves the
+ * finish standing with -EAGAIN; an idempotent finish still claims. */
+TEST(finish_claim_finishes_then_claims_the_next)
+{
+    store_t *s = db_open("fc");
+    ASSERT(s);
+    char a[STORE_ID_LEN], b[STORE_ID_LEN], c[STORE_ID_LEN];
+    ASSERT_EQ(insert(s, "a", 0, a), 0);
+    ASSERT_EQ(insert(s, "b", 0, b), 0);
+    ASSERT_EQ(insert(s, "c", 5, c), 0);
+    struct eval_record g, next;
+    ASSERT_EQ(store_claim(s, "w1", 1000, &g, err, sizeof err), 0);
+    ASSERT_STREQ(g.id, c);
+    store_record_clear(&g);
+    struct store_outcome o = {.status = EVAL_COMPLETED, .result_json = "{\"exit_code\":0}"};
+    int crc = 0;
+    /* not the lease owner: refused, nothing claimed */
+    ASSERT_EQ(store_finish_claim(s, c, "w2", 1, &o, 1000, &next, &crc, err, sizeof err),
+              -ESTALE);
+    ASSERT_EQ(crc, -ECANCELED);
+    ASSERT_EQ(count_status(s, EVAL_QUEUED), 2);
+    ASSERT_EQ(count_status(s, EVAL_RUNNING), 1);
+    /* the owner: c finished, a claimed (FIFO), one commit */
+    ASSERT_EQ(store_finish_claim(s, c, "w1", 1, &o, 60000, &next, &crc, err, sizeof err), 0);
+    ASSERT_EQ(crc, 0);
+    ASSERT_STREQ(next.id, a);
+    ASSERT_EQ(next.status, EVAL_RUNNING);
+    ASSERT_STREQ(next.worker_id, "w1");
+    ASSERT_EQ(next.attempts, 1);
+    ASSERT_STREQ(next.code, "a");
+    ASSERT(next.lease_expires_ns > next.started_ns + 50000000000LL);
+    store_record_clear(&next);
+    ASSERT_EQ(store_get(s, c, &g, err, sizeof err), 0);
+    ASSERT_EQ(g.status, EVAL_COMPLETED);
+    ASSERT_STREQ(g.result_json, "{\"exit_code\":0}");
+    ASSERT_EQ(g.event_seq, 3);
+    store_record_clear(&g);
+    ASSERT_EQ(store_get(s, a, &g, err, sizeof err), 0);
+    ASSERT_EQ(g.event_seq, 2);
+    store_record_clear(&g);
+    /* finishing c again with its outcome is idempotent and still claims b */
+    ASSERT_EQ(store_finish_claim(s, c, "w1", 1, &o, 1000, &next, &crc, err, sizeof err), 0);
+    ASSERT_EQ(crc, 0);
+    ASSERT_STREQ(next.id, b);
+    store_record_clear(&next);
+    /* a finished, nothing left to claim: the finish stands */
+    ASSERT_EQ(store_finish_claim(s, a, "w1", 1, &o, 1000, &next, &crc, err, sizeof err), 0);
+    ASSERT_EQ(crc, -EAGAIN);
+    ASSERT_EQ(next.id[0], '\0');
+    ASSERT_EQ(count_status(s, EVAL_COMPLETED), 2);
+    ASSERT_EQ(count_status(s, EVAL_RUNNING), 1);
+    /* argument errors claim nothing either */
+    struct store_outcome bad = {.status = EVAL_RUNNING};
+    ASSERT_EQ(store_finish_claim(s, b, "w1", 1, &bad, 1000, &next, &crc, err, sizeof err),
+              -EINVAL);
+    ASSERT_EQ(crc, -ECANCELED);
+    ASSERT_EQ(store_finish_claim(s, b, "w1", 1, &o, 0, &next, &crc, err, sizeof err), -EINVAL);
+    store_close(s);
+}
+
 TEST(expired_leases_requeue_then_fail_as_worker_lost)
 {
     store_t *s = db_open("lease");

@@ -326,3 +326,34 @@ TEST(insert_batch_is_all_or_nothing)
     ASSERT_EQ(count_status(s, -1), 3);
     store_close(s);
 }
+
+/* When the claim half of store_finish_claim fails in the database (a
+ * trigger refuses the claim's update here), the finish is still recorded
+ * and the claim's error is reported; nothing is claimed. */
+TEST(finish_claim_keeps_the_finish_when_the_claim_fails)
+{
+    store_t *s = db_open("fcfail");
+    ASSERT(s);
+    char a[STORE_ID_LEN], b[STORE_ID_LEN];
+    ASSERT_EQ(insert(s, "a", 0, a), 0);
+    ASSERT_EQ(insert(s, "b", 0, b), 0);
+    struct eval_record g, next;
+    ASSERT_EQ(store_claim(s, "w1", 1000, &g, err, sizeof err), 0);
+    store_record_clear(&g);
+    ASSERT_EQ(backend_exec("fcfail", "CREATE TRIGGER noclaim BEFORE UPDATE OF status ON "
+                                     "evaluations WHEN NEW.status = 'running' "
+                                     "BEGIN SELECT RAISE(ABORT, 'claim refused'); END"),
+              0);
+    struct store_outcome o = {.status = EVAL_COMPLETED};
+    int crc = 0;
+    ASSERT_EQ(store_finish_claim(s, a, "w1", 1, &o, 1000, &next, &crc, err, sizeof err), 0);
+    ASSERT(crc < 0 && crc != -EAGAIN && crc != -ECANCELED);
+    ASSERT_EQ(next.id[0], '\0');
+    ASSERT_EQ(store_get(s, a, &g, err, sizeof err), 0);
+    ASSERT_EQ(g.status, EVAL_COMPLETED);
+    store_record_clear(&g);
+    ASSERT_EQ(store_get(s, b, &g, err, sizeof err), 0);
+    ASSERT_EQ(g.status, EVAL_QUEUED);
+    store_record_clear(&g);
+    store_close(s);
+}
