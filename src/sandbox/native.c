@@ -982,6 +982,39 @@ static void spawner_serve_one(int sock)
         close(pidfd);
 }
 
+/* Buckets of each sandbox's own TCP hash table (spawner_own_netns). */
+#define SANDBOX_TCP_EHASH_ENTRIES "1024"
+
+/* The spawner moves into a network namespace of its own, where
+ * net.ipv4.tcp_child_ehash_entries is set. The kernel reads that sysctl from
+ * the namespace of the task that makes a new one, so every sandbox's network
+ * namespace (its netns helper descends from the spawner) then gets its own
+ * small TCP hash table instead of sharing the host's. When such a namespace
+ * is destroyed the kernel purges the TIME_WAIT sockets of its own table
+ * (1,024 buckets); a namespace that shares the host's table makes it walk
+ * all of that one (262,144 buckets on a 24 GB host): 0.12 ms of a kernel
+ * worker's CPU per evaluation measured. Nothing else changes: the sandbox's
+ * namespace is new and empty either way, and the spawner never uses the
+ * network. Kernels before 6.1 have no such sysctl: the spawner then goes
+ * back to the namespace it came from. Best effort; the result is silent. */
+static void spawner_own_netns(void)
+{
+    int host = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (host < 0)
+        return;
+    if (unshare(CLONE_NEWNET) == 0) {
+        int fd = open("/proc/sys/net/ipv4/tcp_child_ehash_entries", O_WRONLY | O_CLOEXEC);
+        bool set = fd >= 0 && write(fd, SANDBOX_TCP_EHASH_ENTRIES,
+                                    sizeof SANDBOX_TCP_EHASH_ENTRIES - 1) ==
+                                  (ssize_t)(sizeof SANDBOX_TCP_EHASH_ENTRIES - 1);
+        if (fd >= 0)
+            close(fd);
+        if (!set && setns(host, CLONE_NEWNET) < 0)
+            _exit(1); /* stranded in an empty namespace: the service says so */
+    }
+    close(host);
+}
+
 static void spawner_main(int sock) __attribute__((noreturn));
 static void spawner_main(int sock)
 {
@@ -1037,6 +1070,7 @@ int sandbox_spawner_start(char *err, size_t errlen)
         if (dup3(sv[1], 3, O_CLOEXEC) < 0)
             _exit(1);
         syscall(SYS_close_range, 4u, ~0u, 0u);
+        spawner_own_netns();
         if (send(3, "R", 1, MSG_NOSIGNAL) != 1) /* ready */
             _exit(1);
         spawner_main(3);

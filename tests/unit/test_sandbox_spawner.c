@@ -148,6 +148,45 @@ TEST(runs_programs_like_a_direct_clone)
     sandbox_result_free(&r);
 }
 
+/* The spawner lives in a network namespace of its own with
+ * tcp_child_ehash_entries set (spawner_own_netns), so a sandbox's namespace
+ * has its own TCP hash table, not a share of the host's (a negative
+ * tcp_ehash_entries); ours is untouched. */
+TEST(sandboxes_get_their_own_tcp_hash)
+{
+    if (!sb_need_root())
+        return;
+    const char *knob = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
+    if (access(knob, F_OK) != 0) {
+        test_skip("no net.ipv4.tcp_child_ehash_entries (kernel before 6.1)");
+        return;
+    }
+    char before[32] = "", after[32] = "";
+    FILE *f = fopen(knob, "r");
+    ASSERT(f && fgets(before, sizeof before, f));
+    fclose(f);
+    if (!spawner_up())
+        return;
+    char mine[64] = "", its[64] = "", p[64];
+    snprintf(p, sizeof p, "/proc/%d/ns/net", (int)spawner_pid());
+    ASSERT(readlink("/proc/self/ns/net", mine, sizeof mine - 1) > 0);
+    ASSERT(readlink(p, its, sizeof its - 1) > 0);
+    ASSERT(strcmp(mine, its) != 0);
+    struct sandbox_spec s;
+    sb_spec(&s, "sh", "cat /proc/sys/net/ipv4/tcp_ehash_entries\n");
+    s.eval_id = "t-spawn-ehash";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    ASSERT_STREQ(r.out.data, "1024\n");
+    sandbox_result_free(&r);
+    f = fopen(knob, "r");
+    ASSERT(f && fgets(after, sizeof after, f));
+    fclose(f);
+    ASSERT_STREQ(after, before);
+}
+
 /* While a sandbox runs, its init is the spawner's child, not ours. */
 TEST(init_is_the_spawners_child)
 {
