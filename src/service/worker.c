@@ -339,6 +339,12 @@ static void set_kill(struct worker *w, enum kill_reason why)
     w->cancel = 1;
 }
 
+/* The heartbeat thread ticks every heartbeat period whether or not a run is
+ * armed, and beats when a tick finds one armed (or at once when poked by a
+ * cancel). So arming and disarming need not wake it: a run's first beat
+ * comes within one period of its claim, as the lease needs, and a short
+ * evaluation costs this thread nothing (it used to take two wake-ups and
+ * two context switches of the worker per evaluation). */
 static void *heartbeat_main(void *arg)
 {
     struct worker *w = arg;
@@ -346,24 +352,18 @@ static void *heartbeat_main(void *arg)
     int64_t period_ns = (int64_t)pool->o.heartbeat_s * 1000000000ll;
     int64_t lease_ms = (int64_t)pool->o.lease_s * 1000;
     pthread_mutex_lock(&w->hb_mu);
+    int64_t next = (int64_t)time_mono_ns() + period_ns;
     while (!w->hb_quit) {
-        if (!w->hb_armed) {
-            pthread_cond_wait(&w->hb_cv, &w->hb_mu);
+        int64_t now = (int64_t)time_mono_ns();
+        if (!w->hb_armed || (!w->hb_poke && now < next)) {
+            if (now >= next)
+                next = now + period_ns; /* a tick with nothing armed */
+            struct timespec ts;
+            abs_deadline(&ts, next - now);
+            pthread_cond_timedwait(&w->hb_cv, &w->hb_mu, &ts);
             continue;
         }
-        /* armed: beat every period, or at once when poked (a cancel) */
-        if (!w->hb_poke) {
-            char armed_for[STORE_ID_LEN];
-            memcpy(armed_for, w->run_id, sizeof armed_for);
-            struct timespec ts;
-            abs_deadline(&ts, period_ns);
-            int rc = 0;
-            while (!w->hb_quit && w->hb_armed && !w->hb_poke && rc != ETIMEDOUT &&
-                   !strcmp(armed_for, w->run_id))
-                rc = pthread_cond_timedwait(&w->hb_cv, &w->hb_mu, &ts);
-            if (w->hb_quit || !w->hb_armed || strcmp(armed_for, w->run_id))
-                continue;
-        }
+        next = now + period_ns;
         w->hb_poke = false;
         char id[STORE_ID_LEN];
         memcpy(id, w->run_id, sizeof id);
@@ -401,7 +401,8 @@ static void heartbeat_arm(struct worker *w, bool poke)
     pthread_mutex_lock(&w->hb_mu);
     w->hb_armed = true;
     w->hb_poke = poke;
-    pthread_cond_broadcast(&w->hb_cv);
+    if (poke) /* otherwise the next tick beats (heartbeat_main) */
+        pthread_cond_broadcast(&w->hb_cv);
     pthread_mutex_unlock(&w->hb_mu);
 }
 
@@ -410,7 +411,6 @@ static void heartbeat_disarm(struct worker *w)
     pthread_mutex_lock(&w->hb_mu);
     w->hb_armed = false;
     w->run_id[0] = '\0';
-    pthread_cond_broadcast(&w->hb_cv);
     while (w->hb_in_call)
         pthread_cond_wait(&w->hb_cv, &w->hb_mu);
     pthread_mutex_unlock(&w->hb_mu);
