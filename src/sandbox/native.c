@@ -1345,9 +1345,6 @@ static int state_paths(struct nrun *n, char *err, size_t errlen)
     return 0;
 }
 
-/* After clone, before "G" (init is still making its network namespace, so
- * this costs nothing on the way to the program): the state directory, its
- * lock and, with --output-dir, the workspace on the host. */
 /* The state directory itself, before the clone: init mounts its scratch
  * tmpfs over it as soon as it has "G". */
 static int state_dir_check(struct nrun *n, char *err, size_t errlen)
@@ -1361,6 +1358,9 @@ static int state_dir_check(struct nrun *n, char *err, size_t errlen)
     return 0;
 }
 
+/* The run's own directory and its lock, and with --output-dir the workspace
+ * on the host: before the clone with --output-dir (init's mount namespace
+ * must see the workspace), else after "C", off the way to the program. */
 static int state_prepare(struct nrun *n, char *err, size_t errlen)
 {
     if (mkdir(n->state, 0711) < 0)
@@ -2265,7 +2265,6 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
         rc = start_failed(n, err, errlen);
         goto out;
     }
-
     /* where the cgroup hierarchies are (read once per process, here where
      * init is busy with its network namespace: off the path to the program) */
     if (spec->cgroup_root) {

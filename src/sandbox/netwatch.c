@@ -892,11 +892,6 @@ static struct netwatch *nw_alloc(void)
     return nw;
 }
 
-static void nw_free(struct netwatch *nw)
-{
-    free(nw);
-}
-
 void netwatch_config_init(struct netwatch_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -989,7 +984,7 @@ fail:
     free(nw->req);
     free(nw->resp);
     pthread_mutex_destroy(&nw->mu);
-    nw_free(nw);
+    free(nw);
     return rc;
 }
 
@@ -1069,7 +1064,7 @@ void netwatch_stop(netwatch_t *nw, struct netwatch_stats *final)
     free(nw->req);
     free(nw->resp);
     pthread_mutex_destroy(&nw->mu);
-    nw_free(nw);
+    free(nw);
 }
 
 /* ---- child side: the stub's sockets ------------------------------------------ */

@@ -66,8 +66,8 @@
 #include "sandbox/seccomp_dl.h"
 #include "util/buf.h"
 #include "util/err.h"
-#include "util/fnv.h"
 #include "util/fdpass.h"
+#include "util/fnv.h"
 #include "util/hash.h"
 #include "util/hex.h"
 #include "util/rand.h"
@@ -395,7 +395,6 @@ struct cache_header {
     char pad[3];
     uint32_t len;                    /* instructions that follow */
 };
-
 
 /* The build id of the object that holds this code (the clearbox binary or a
  * test binary linking the library). */

@@ -770,6 +770,10 @@ static void route_batch(struct api *a, const struct http_request *req,
             bi[i].rec = &recs[i];
         }
         store_insert_batch(a->writer, bi, n);
+        for (size_t i = 0; i < n; i++) { /* not ours to free */
+            recs[i].traceparent = recs[i].tracestate = NULL;
+            recs[i].idempotency_key = NULL;
+        }
         struct json w;
         json_init(&w, &b);
         json_obj_open(&w);
@@ -781,8 +785,6 @@ static void route_batch(struct api *a, const struct http_request *req,
             json_obj_open(&w);
             json_kv_int(&w, "index", (int64_t)i);
             if (valid[i]) {
-                recs[i].traceparent = NULL; /* not ours to free */
-                recs[i].tracestate = NULL;
                 struct submit_result sr = {.existed = bi[i].existed,
                                            .queue_position = bi[i].queue_position};
                 memcpy(sr.id, bi[i].id, sizeof sr.id);
@@ -806,7 +808,6 @@ static void route_batch(struct api *a, const struct http_request *req,
                     json_kv_str(&w, "message", bi[i].err);
                     json_obj_close(&w);
                 }
-                recs[i].idempotency_key = NULL;
             } else {
                 rejected++;
                 json_key(&w, "error");

@@ -432,6 +432,24 @@ TEST(insert_batch_stores_each_item_with_its_own_outcome)
     store_close(s);
 }
 
+/* A batch item without a record, or with an invalid one, is refused on its
+ * own before the backend sees the batch; a batch of only those stores
+ * nothing. */
+TEST(insert_batch_refuses_items_without_a_valid_record)
+{
+    store_t *s = db_open("batchbad");
+    ASSERT(s);
+    struct eval_record bad = rec("x", 10);
+    struct store_batch_item it[2] = {{.rec = NULL}, {.rec = &bad}};
+    store_insert_batch(s, it, 2);
+    ASSERT_EQ(it[0].rc, -EINVAL);
+    ASSERT_CONTAINS(it[0].err, "no record");
+    ASSERT_EQ(it[1].rc, -EINVAL);
+    ASSERT_CONTAINS(it[1].err, "priority");
+    ASSERT_EQ(count_status(s, -1), 0);
+    store_close(s);
+}
+
 TEST(claim_takes_highest_priority_first_and_fifo_within)
 {
     store_t *s = db_open("prio");
