@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -373,6 +374,243 @@ int cgroup_v2_apply(struct cgroup *cg, const struct cgroup_limits *lim, char *er
     return 0;
 }
 
+/* ---- the pool (v1; cgroup.h) ------------------------------------------- */
+
+/* Counters kept per slot: cpuacct usage, usage_user, usage_sys; blkio read,
+ * write bytes (struct cgroup's base[] and raw[]). */
+enum { RAW_CPU, RAW_CPU_USER, RAW_CPU_SYS, RAW_IO_R, RAW_IO_W };
+
+struct cgroup_pool_slot {
+    char name[48];                      /* pool-<pid>-<k> */
+    char dir[CG_NCTL][CGROUP_PATH_MAX]; /* the slot's directories ("" elsewhere) */
+    int lock_fd;                        /* flock on <state dir>/<name>/lock */
+    int64_t quota;                      /* cpu.cfs_quota_us in force: -1 none, INT64_MIN unknown */
+    int64_t base[5];                    /* the counters when the last evaluation ended */
+    bool lent;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    bool on;
+    struct cgroup_mounts m;
+    char parent[CGROUP_PATH_MAX];
+    char sd[PATH_MAX];
+    struct cgroup_pool_slot **slots;
+    size_t n, cap, lent;
+    unsigned made; /* slots made so far: names pool-<pid>-1, -2, ... */
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* A hierarchy with no per-evaluation state: never one that carries the
+ * memory or pids controller (co-mounted controllers share a hierarchy). */
+static bool poolable(const struct cgroup_mounts *m, int i)
+{
+    return (i == CG_CPU || i == CG_CPUACCT || i == CG_FREEZER || i == CG_BLKIO) && m->v1[i][0] &&
+           strcmp(m->v1[i], m->v1[CG_MEMORY]) != 0 && strcmp(m->v1[i], m->v1[CG_PIDS]) != 0;
+}
+
+static bool same_mounts(const struct cgroup_mounts *a, const struct cgroup_mounts *b)
+{
+    if (a->mode != b->mode)
+        return false;
+    for (int i = 0; i < CG_NCTL; i++)
+        if (strcmp(a->v1[i], b->v1[i]) != 0)
+            return false;
+    return true;
+}
+
+/* rmdir the slot's cgroups; then, if they are gone, its lock directory.
+ * If a cgroup stays (tasks in it), the lock file stays too: once our lock
+ * is released, gc sees a dead owner and kills what is left. Frees s. */
+static int slot_remove(struct cgroup_pool_slot *s, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (int i = 0; i < CG_NCTL; i++)
+        if (s->dir[i][0] && rmdir(s->dir[i]) < 0 && errno != ENOENT && rc == 0)
+            rc = err_sys(err, errlen, -errno, "rmdir %s", s->dir[i]);
+    char p[PATH_MAX + 64];
+    if (rc == 0) {
+        snprintf(p, sizeof p, "%s/%s/lock", pool.sd, s->name);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/%s", pool.sd, s->name);
+        rmdir(p);
+    }
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    free(s);
+    return rc;
+}
+
+/* A new slot: its lock first (so gc never takes its cgroups for a dead
+ * run's), then a directory in every poolable hierarchy. NULL on failure
+ * (the caller makes fresh directories instead). Called with pool.mu held. */
+static struct cgroup_pool_slot *slot_make(void)
+{
+    const struct cgroup_mounts *m = &pool.m;
+    struct cgroup_pool_slot *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->lock_fd = -1;
+    s->quota = -1; /* a new cgroup has no quota */
+    snprintf(s->name, sizeof s->name, "pool-%d-%u", (int)getpid(), pool.made + 1);
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/%s", pool.sd, s->name);
+    if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+        free(s);
+        return NULL;
+    }
+    snprintf(p, sizeof p, "%s/%s/lock", pool.sd, s->name);
+    s->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        slot_remove(s, NULL, 0);
+        return NULL;
+    }
+    pool.made++;
+    for (int i = 0; i < CG_NCTL; i++) {
+        if (!poolable(m, i))
+            continue;
+        bool shared = false;
+        for (int j = 0; j < i; j++)
+            shared |= poolable(m, j) && !strcmp(m->v1[j], m->v1[i]);
+        if (shared)
+            continue;
+        char pdir[CGROUP_PATH_MAX];
+        const char *failed;
+        if (snprintf(pdir, sizeof pdir, "%s/%s", m->v1[i], pool.parent) >= (int)sizeof pdir ||
+            snprintf(s->dir[i], sizeof s->dir[i], "%s/%s", pdir, s->name) >=
+                (int)sizeof s->dir[i] ||
+            mkdir_under(pdir, s->dir[i], NULL, NULL, &failed) < 0) {
+            s->dir[i][0] = '\0';
+            slot_remove(s, NULL, 0);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* Room for one more slot in pool.slots (pool.mu held). */
+static bool pool_room(void)
+{
+    if (pool.n < pool.cap)
+        return true;
+    size_t nc = pool.cap ? pool.cap * 2 : 8;
+    void *ns = realloc(pool.slots, nc * sizeof *pool.slots);
+    if (!ns)
+        return false;
+    pool.slots = ns;
+    pool.cap = nc;
+    return true;
+}
+
+/* A slot for a cgroup made with m under parent, or NULL (no pool for these,
+ * or none could be made: the caller makes fresh directories). */
+static struct cgroup_pool_slot *pool_get(const struct cgroup_mounts *m, const char *parent)
+{
+    struct cgroup_pool_slot *s = NULL;
+    pthread_mutex_lock(&pool.mu);
+    if (pool.on && !strcmp(parent, pool.parent) && same_mounts(m, &pool.m)) {
+        for (size_t i = 0; i < pool.n && !s; i++)
+            if (!pool.slots[i]->lent)
+                s = pool.slots[i];
+        if (!s && pool_room() && (s = slot_make()))
+            pool.slots[pool.n++] = s;
+        if (s) {
+            s->lent = true;
+            pool.lent++;
+        }
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return s;
+}
+
+/* Take the slot back from cg: kept when it can serve the next evaluation
+ * as if new (no task joined it, or it is empty, was never frozen and its
+ * final counters were read: they become its base), removed otherwise. */
+static int pool_put(struct cgroup *cg, char *err, size_t errlen)
+{
+    struct cgroup_pool_slot *s = cg->slot;
+    cg->slot = NULL;
+    bool keep = true;
+    if (cg->attached) {
+        keep = cg->raw_ok && !cg->froze;
+        for (int i = 0; i < CG_NCTL && keep; i++) {
+            char b[32];
+            keep = !s->dir[i][0] || cgroup_read_file(s->dir[i], "cgroup.procs", b, sizeof b) == 0;
+        }
+        if (keep)
+            memcpy(s->base, cg->raw, sizeof s->base);
+    }
+    pthread_mutex_lock(&pool.mu);
+    s->lent = false;
+    pool.lent--;
+    if (keep && pool.on) {
+        pthread_mutex_unlock(&pool.mu);
+        return 0;
+    }
+    for (size_t i = 0; i < pool.n; i++)
+        if (pool.slots[i] == s) {
+            pool.slots[i] = pool.slots[--pool.n];
+            break;
+        }
+    int rc = slot_remove(s, err, errlen);
+    pthread_mutex_unlock(&pool.mu);
+    return rc;
+}
+
+int cgroup_pool_start(const struct cgroup_mounts *m, const char *parent, const char *state_dir,
+                      char *err, size_t errlen)
+{
+    bool any = false;
+    for (int i = 0; i < CG_NCTL; i++)
+        any |= m->mode == CGROUP_V1 && poolable(m, i);
+    if (!any)
+        return 0;
+    if (strlen(parent) >= sizeof pool.parent || strlen(state_dir) >= sizeof pool.sd)
+        return err_set(err, errlen, -ENAMETOOLONG, "cgroup pool: path too long");
+    pthread_mutex_lock(&pool.mu);
+    if (pool.on || pool.n) {
+        pthread_mutex_unlock(&pool.mu);
+        return err_set(err, errlen, -EBUSY, "the cgroup pool is already running");
+    }
+    pool.m = *m;
+    snprintf(pool.parent, sizeof pool.parent, "%s", parent);
+    snprintf(pool.sd, sizeof pool.sd, "%s", state_dir);
+    pool.on = true;
+    pthread_mutex_unlock(&pool.mu);
+    return 1;
+}
+
+void cgroup_pool_stop(void)
+{
+    pthread_mutex_lock(&pool.mu);
+    pool.on = false;
+    size_t k = 0;
+    for (size_t i = 0; i < pool.n; i++) {
+        if (pool.slots[i]->lent)
+            pool.slots[k++] = pool.slots[i]; /* removed when it comes back */
+        else
+            slot_remove(pool.slots[i], NULL, 0);
+    }
+    pool.n = k;
+    if (!k) {
+        free(pool.slots);
+        pool.slots = NULL;
+        pool.cap = 0;
+    }
+    pthread_mutex_unlock(&pool.mu);
+}
+
+void cgroup_pool_counts(size_t *slots, size_t *lent)
+{
+    pthread_mutex_lock(&pool.mu);
+    *slots = pool.n;
+    *lent = pool.lent;
+    pthread_mutex_unlock(&pool.mu);
+}
+
+/* A counter's value since the slot's base (a counter someone reset below
+ * the base counts from zero). */
+static int64_t since(int64_t v, int64_t base) { return v >= base ? v - base : v; }
+
 int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *parent,
                   const char *name, const struct cgroup_limits *lim, char *err, size_t errlen)
 {
@@ -400,7 +638,12 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
             goto fail;
         return 0;
     }
-    /* v1: one directory per hierarchy; co-mounted controllers share it. */
+    /* v1: one directory per hierarchy; co-mounted controllers share it.
+     * Those of the stateless hierarchies come from the pool when it lends
+     * to us (cgroup.h), the others are made here. */
+    cg->slot = pool_get(m, parent);
+    if (cg->slot)
+        memcpy(cg->base, cg->slot->base, sizeof cg->base);
     for (int i = 0; i < CG_NCTL; i++) {
         if (!m->v1[i][0])
             continue;
@@ -408,10 +651,16 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
         for (int j = 0; j < i; j++)
             if (!strcmp(m->v1[j], m->v1[i])) {
                 memcpy(cg->dir[i], cg->dir[j], sizeof cg->dir[i]);
+                cg->pooled[i] = cg->pooled[j];
                 shared = true;
             }
         if (shared)
             continue;
+        if (cg->slot && cg->slot->dir[i][0]) {
+            memcpy(cg->dir[i], cg->slot->dir[i], sizeof cg->dir[i]);
+            cg->made[i] = cg->pooled[i] = true;
+            continue;
+        }
         char pdir[CGROUP_PATH_MAX];
         if (snprintf(pdir, sizeof pdir, "%s/%s", m->v1[i], parent) >= (int)sizeof pdir) {
             rc = err_set(err, errlen, -ENAMETOOLONG, "cgroup path too long");
@@ -465,13 +714,22 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
         rc = err_set(err, errlen, -ENOTSUP, "no v1 pids controller mounted");
         goto fail;
     }
-    if (lim->cpu_cores_milli && cg->dir[CG_CPU][0]) {
+    if (cg->dir[CG_CPU][0]) {
         /* a new cgroup's period is the kernel's default, 100000 us, whatever
-         * its parent's: the quota below is in those units */
-        snprintf(val, sizeof val, "%" PRIu64, lim->cpu_cores_milli * 100);
-        if ((rc = cgroup_write_file(cg->dir[CG_CPU], "cpu.cfs_quota_us", val)) < 0) {
-            err_sys(err, errlen, rc, "write %s/cpu.cfs_quota_us", cg->dir[CG_CPU]);
-            goto fail;
+         * its parent's: the quota below is in those units. A pooled one
+         * keeps the quota it was last given (-1: none, as a new one). */
+        int64_t want = lim->cpu_cores_milli ? (int64_t)(lim->cpu_cores_milli * 100) : -1;
+        int64_t *have = cg->pooled[CG_CPU] ? &cg->slot->quota : NULL;
+        if (want != (have ? *have : -1)) {
+            snprintf(val, sizeof val, "%" PRId64, want);
+            if (have)
+                *have = INT64_MIN; /* unknown until the write succeeds */
+            if ((rc = cgroup_write_file(cg->dir[CG_CPU], "cpu.cfs_quota_us", val)) < 0) {
+                err_sys(err, errlen, rc, "write %s/cpu.cfs_quota_us", cg->dir[CG_CPU]);
+                goto fail;
+            }
+            if (have)
+                *have = want;
         }
     }
     return 0;
@@ -484,6 +742,7 @@ int cgroup_attach(struct cgroup *cg, pid_t pid, char *err, size_t errlen)
 {
     char val[32];
     snprintf(val, sizeof val, "%d", (int)pid);
+    cg->attached = true;
     for (int i = 0; i < CG_NCTL; i++) {
         if (!cg->made[i])
             continue;
@@ -553,32 +812,40 @@ static void sample_close(struct cgroup *cg)
         }
 }
 
-/* CPU usage (user, system, total) in ns. */
-static void read_cpu(const struct cgroup *cg, struct cgroup_usage *u)
+/* CPU usage (user, system, total) in ns. Returns whether every v1 counter
+ * was read (their raw values are kept for a pooled slot's next base). */
+static bool read_cpu(struct cgroup *cg, struct cgroup_usage *u)
 {
     if (cg->mode == CGROUP_V2) {
         char b[1024];
         int64_t v;
         if (cgroup_read_file(cg->dir[0], "cpu.stat", b, sizeof b) < 0)
-            return;
+            return false;
         if (cgroup_parse_keyed(b, "usage_usec", &v) == 0)
             u->cpu_total_ns = v * 1000;
         if (cgroup_parse_keyed(b, "user_usec", &v) == 0)
             u->cpu_user_ns = v * 1000;
         if (cgroup_parse_keyed(b, "system_usec", &v) == 0)
             u->cpu_system_ns = v * 1000;
-        return;
+        return true;
     }
     const char *d = dir_of(cg, CG_CPUACCT);
     if (!d)
-        return;
-    int64_t v;
-    if (read_i64(d, "cpuacct.usage", &v) == 0)
-        u->cpu_total_ns = v;
-    if (read_i64(d, "cpuacct.usage_user", &v) == 0)
-        u->cpu_user_ns = v;
-    if (read_i64(d, "cpuacct.usage_sys", &v) == 0)
-        u->cpu_system_ns = v;
+        return true;
+    static const char *const files[3] = {"cpuacct.usage", "cpuacct.usage_user",
+                                         "cpuacct.usage_sys"};
+    int64_t *out[3] = {&u->cpu_total_ns, &u->cpu_user_ns, &u->cpu_system_ns};
+    bool all = true;
+    for (int k = RAW_CPU; k <= RAW_CPU_SYS; k++) {
+        int64_t v;
+        if (read_i64(d, files[k], &v) == 0) {
+            cg->raw[k] = v;
+            *out[k] = since(v, cg->base[k]);
+        } else {
+            all = false;
+        }
+    }
+    return all;
 }
 
 int cgroup_sample(struct cgroup *cg, uint64_t now)
@@ -600,7 +867,8 @@ int cgroup_sample(struct cgroup *cg, uint64_t now)
             cgroup_parse_keyed(b, "usage_usec", &t) == 0)
             t *= 1000;
     } else if ((d = dir_of(cg, CG_CPUACCT))) {
-        sample_i64(cg, SF_CPU, d, "cpuacct.usage", &t);
+        if (sample_i64(cg, SF_CPU, d, "cpuacct.usage", &t) == 0)
+            t = since(t, cg->base[RAW_CPU]);
     }
     if (t >= 0)
         u->cpu_total_ns = t;
@@ -631,7 +899,7 @@ static void read_final(struct cgroup *cg)
     const char *d;
     char b[4096];
     int64_t v;
-    read_cpu(cg, u);
+    bool raw_ok = read_cpu(cg, u);
     if ((d = dir_of(cg, CG_MEMORY))) {
         if (cg->peak_native &&
             read_i64(d, cg->mode == CGROUP_V2 ? "memory.peak" : "memory.max_usage_in_bytes", &v) ==
@@ -653,10 +921,19 @@ static void read_final(struct cgroup *cg)
         if (cgroup_read_file(cg->dir[0], "io.stat", b, sizeof b) >= 0)
             cgroup_parse_io_stat(b, &u->io_read_bytes, &u->io_write_bytes);
     } else if ((d = dir_of(cg, CG_BLKIO))) {
+        int64_t r, w;
         if (cgroup_read_file(d, "blkio.throttle.io_service_bytes_recursive", b, sizeof b) >= 0 ||
-            cgroup_read_file(d, "blkio.throttle.io_service_bytes", b, sizeof b) >= 0)
-            cgroup_parse_blkio(b, &u->io_read_bytes, &u->io_write_bytes);
+            cgroup_read_file(d, "blkio.throttle.io_service_bytes", b, sizeof b) >= 0) {
+            cgroup_parse_blkio(b, &r, &w);
+            cg->raw[RAW_IO_R] = r;
+            cg->raw[RAW_IO_W] = w;
+            u->io_read_bytes = since(r, cg->base[RAW_IO_R]);
+            u->io_write_bytes = since(w, cg->base[RAW_IO_W]);
+        } else {
+            raw_ok = false;
+        }
     }
+    cg->raw_ok = raw_ok;
 }
 
 /* Events that decide a status, cheap enough to read while sampling. */
@@ -772,6 +1049,7 @@ int cgroup_kill(struct cgroup *cg, uint64_t timeout_ms, char *err, size_t errlen
             kill_listed(pd); /* kernels before 5.14 */
     } else {
         const char *fz = cg->made[CG_FREEZER] ? cg->dir[CG_FREEZER] : NULL;
+        cg->froze = fz != NULL; /* even a failed write may have started it */
         if (fz && cgroup_write_file(fz, "freezer.state", "FROZEN") == 0) {
             char st[32];
             for (int i = 0; i < 200; i++) { /* FREEZING -> FROZEN, normally at once */
@@ -808,6 +1086,10 @@ int cgroup_destroy(struct cgroup *cg, char *err, size_t errlen)
     for (int i = 0; i < CG_NCTL; i++) {
         if (!cg->made[i])
             continue;
+        if (cg->pooled[i]) { /* the slot's: pool_put below */
+            cg->made[i] = false;
+            continue;
+        }
         /* rmdir may race the last task's exit for a moment: retry briefly */
         int tries = 0;
         while (rmdir(cg->dir[i]) < 0) {
@@ -821,6 +1103,11 @@ int cgroup_destroy(struct cgroup *cg, char *err, size_t errlen)
             nanosleep(&ts, NULL);
         }
         cg->made[i] = false;
+    }
+    if (cg->slot) {
+        int prc = pool_put(cg, rc == 0 ? err : NULL, errlen);
+        if (rc == 0)
+            rc = prc;
     }
     return rc;
 }

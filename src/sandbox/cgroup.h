@@ -15,6 +15,19 @@
  * Kill: v2 cgroup.kill; v1 freeze, SIGKILL every task, thaw; then wait until
  * empty. Destroy: rmdir every directory made.
  *
+ * The pool (v1, long-lived processes: cgroup_pool_start). Four v1
+ * hierarchies keep nothing of an evaluation but counters: cpu (its quota),
+ * cpuacct (CPU time), freezer (a state we leave thawed) and blkio (I/O
+ * bytes). Their directories, named pool-<pid>-<k>, are made once and lent to
+ * one evaluation at a time; the counters are read as the difference from
+ * what they showed when the previous evaluation ended. The memory and pids
+ * hierarchies, whose charges, peaks and failure counts belong to one
+ * evaluation, are made fresh every time, as is the one v2 directory. A
+ * directory goes back to the pool only when it is empty, was never frozen
+ * and its final figures were read; otherwise it is removed. Each slot holds
+ * an flock on <state dir>/pool-<pid>-<k>/lock, the same sign of life a run
+ * gives, so gc removes the slots of a process that died.
+ *
  * Threads: a struct cgroup belongs to one thread. Errors: 0 or negative errno,
  * words in err. cgroup_create leaves nothing behind when it fails. */
 #ifndef CLEARBOX_SANDBOX_CGROUP_H
@@ -54,10 +67,20 @@ struct cgroup_usage {
     double memory_mb_seconds;
 };
 
+struct cgroup_pool_slot;
+
 struct cgroup {
     enum cgroup_mode mode;
     char dir[CG_NCTL][CGROUP_PATH_MAX]; /* v1: per controller ("" none); v2: dir[0] */
-    bool made[CG_NCTL];                 /* we made dir[i] (and must rmdir it) */
+    bool made[CG_NCTL];                 /* dir[i] is ours: attach, kill, then rmdir or return */
+    bool pooled[CG_NCTL];               /* dir[i] is the pool slot's: returned, not removed */
+    struct cgroup_pool_slot *slot;      /* the slot lent to us, or NULL */
+    bool attached;                      /* a task was (or may have been) moved in */
+    bool froze;                         /* the kill froze the freezer cgroup */
+    /* pooled cpuacct/blkio: the raw counters at the start (subtracted from
+     * every reading) and at the end (cpu total, user, system; read, write) */
+    int64_t base[5], raw[5];
+    bool raw_ok;
     bool swap_limited;                  /* no-swap was applied */
     bool peak_native;                   /* memory peak comes from the kernel */
     bool pids_peak_native;
@@ -96,6 +119,18 @@ int cgroup_kill(struct cgroup *cg, uint64_t timeout_ms, char *err, size_t errlen
 bool cgroup_populated(const struct cgroup *cg);
 /* rmdir what cgroup_create made (closes the sampled files first). */
 int cgroup_destroy(struct cgroup *cg, char *err, size_t errlen);
+
+/* Lend pooled directories to the v1 cgroups made with these mounts and
+ * this parent from now on; their slots' locks live in state_dir (which must
+ * exist). Returns 1 when it runs, 0 (nothing done) unless m is v1 with a
+ * poolable hierarchy, -EBUSY if a pool runs already (one per process). */
+int cgroup_pool_start(const struct cgroup_mounts *m, const char *parent, const char *state_dir,
+                      char *err, size_t errlen);
+/* Remove every slot not lent out (those that are go when returned) and
+ * stop lending. */
+void cgroup_pool_stop(void);
+/* Slots made so far, and those lent out now (for tests and metrics). */
+void cgroup_pool_counts(size_t *slots, size_t *lent);
 
 /* Parsers (exposed for the tests against recorded files). */
 /* "key value" lines (memory.events, cpu.stat, pids.events, oom_control): value of key. */

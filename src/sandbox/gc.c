@@ -9,11 +9,15 @@
  * starting (a run makes its cgroups, then, while its program starts, its
  * state directory, then takes the lock; the age rule covers those moments); a
  * cgroup that still has tasks is left alone until it is older than any run
- * can be. */
+ * can be. The slots of a cgroup pool (cgroup.h) are judged the same way:
+ * each holds the lock of <state>/pool-<pid>-<k>/lock while its process
+ * lives. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
@@ -77,6 +81,27 @@ static bool run_owner_dead(const char *sd, const char *id)
     if (snprintf(p, sizeof p, "%s/%s", sd, id) >= (int)sizeof p)
         return false;
     return lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && !run_alive(sd, id);
+}
+
+/* pool-<pid>-<k>: a slot of a process's cgroup pool (cgroup.h). Its lock
+ * lives in its owner's state directory; when that is another one than
+ * ours, the owner's pid says whether the slot may still be lent out (a
+ * reused pid only delays its removal). */
+static bool pool_slot_owner_elsewhere(const char *sd, const char *name)
+{
+    if (strncmp(name, "pool-", 5) != 0)
+        return false;
+    char *end;
+    long pid = strtol(name + 5, &end, 10);
+    if (pid <= 0 || *end != '-')
+        return false;
+    char p[PATH_MAX];
+    struct stat st;
+    if (snprintf(p, sizeof p, "%s/%s", sd, name) >= (int)sizeof p)
+        return true; /* cannot tell: leave it */
+    if (lstat(p, &st) == 0)
+        return false; /* its lock is here: run_alive has judged */
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
 /* <sd>/node-<id>.lock of a `clearbox serve` that did not stop cleanly (a
@@ -184,7 +209,7 @@ static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
         while ((de = readdir(d))) {
             if (de->d_type != DT_DIR || de->d_name[0] == '.')
                 continue;
-            if (run_alive(sd, de->d_name))
+            if (run_alive(sd, de->d_name) || pool_slot_owner_elsewhere(sd, de->d_name))
                 continue;
             /* one cgroup per hierarchy; kill with the freezer when this is it */
             struct cgroup cg;

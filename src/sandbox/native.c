@@ -1212,6 +1212,27 @@ out:
     return rc;
 }
 
+int sandbox_cgroup_pool_start(const char *state_dir, const char *cgroup_parent, char *err,
+                              size_t errlen)
+{
+    if (geteuid() != 0)
+        return 0;
+    pthread_once(&mounts_once, mounts_detect_once);
+    if (mounts_rc < 0 || mounts_cached.mode != CGROUP_V1)
+        return 0;
+    char sdbuf[PATH_MAX / 4];
+    if (!state_dir) {
+        sandbox_state_dir_default(sdbuf, sizeof sdbuf);
+        state_dir = sdbuf;
+    }
+    int rc = cgroup_pool_start(&mounts_cached,
+                               cgroup_parent ? cgroup_parent : SANDBOX_CGROUP_PARENT_DEFAULT,
+                               state_dir, err, errlen);
+    return rc == -EBUSY ? 0 : rc;
+}
+
+void sandbox_cgroup_pool_stop(void) { cgroup_pool_stop(); }
+
 static pthread_once_t groups_once = PTHREAD_ONCE_INIT;
 static void drop_groups(void)
 {

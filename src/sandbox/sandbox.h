@@ -176,6 +176,19 @@ void sandbox_state_dir_default(char *out, size_t n);
 int sandbox_spawner_start(char *err, size_t errlen);
 void sandbox_spawner_stop(void);
 
+/* Lend the v1 cgroup directories that keep no per-evaluation state (cpu,
+ * cpuacct, freezer, blkio) from one run to the next instead of making and
+ * removing them every time (docs/sandbox.md "The cgroup pool"): for a
+ * long-lived process (clearbox serve), whose runs use this state directory
+ * (NULL: the default) and cgroup parent (NULL: the default). As root on a v1
+ * host only. Returns 1 if the pool now runs, 0 if there is none to run
+ * (v2, no cgroups, unprivileged, or one runs already), or -errno.
+ * sandbox_cgroup_pool_stop removes its directories (call it once no run is
+ * left); a process that dies leaves them to gc. */
+int sandbox_cgroup_pool_start(const char *state_dir, const char *cgroup_parent, char *err,
+                              size_t errlen);
+void sandbox_cgroup_pool_stop(void);
+
 void sandbox_control_init(struct sandbox_control *c);
 void sandbox_control_kill(struct sandbox_control *c);
 bool sandbox_control_killed(struct sandbox_control *c);

@@ -82,6 +82,7 @@ struct worker_pool {
     char node_buf[WORKER_NODE_ID_MAX + 1];
     audit_log_t *audit;
     bool own_audit;
+    bool cgroup_pool; /* we started the sandbox engine's cgroup pool */
     const struct telemetry_std *m;
     log_logger_t *lg;
     bool lg_borrowed;
@@ -1091,6 +1092,8 @@ static void pool_free(struct worker_pool *pool)
     store_close(pool->maint_st);
     if (pool->own_audit)
         audit_log_close(pool->audit);
+    if (pool->cgroup_pool) /* every worker has returned its slot */
+        sandbox_cgroup_pool_stop();
     node_unlock(pool); /* a clean stop or a failed start: no crash */
     if (!pool->lg_borrowed)
         log_free(pool->lg);
@@ -1212,6 +1215,13 @@ int worker_pool_start(const struct worker_options *opts, worker_pool_t **out, ch
 
     if ((rc = node_lock(pool, err, errlen)) < 0)
         goto fail;
+    /* the stateless v1 cgroups, lent from one evaluation to the next
+     * (docs/sandbox.md "The cgroup pool"); without it each run makes its own */
+    char cperr[ERR_LEN];
+    int cp = sandbox_cgroup_pool_start(pool->state_dir, pool->cgroup_parent, cperr, sizeof cperr);
+    if (cp < 0)
+        log_warning(pool->lg, "worker.cgroup_pool_failed", LOG_STR("error", cperr));
+    pool->cgroup_pool = cp == 1;
     if (o->audit) {
         pool->audit = o->audit;
     } else if (o->audit_path) {

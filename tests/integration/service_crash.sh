@@ -178,9 +178,13 @@ done
 
 # ---- 2. kill -9 in the middle of a busy run ---------------------------------
 if busy=$(wait_busy 2 8 60); then ok "busy before the crash: $busy"; else bad "never busy before the crash: $busy"; fi
+killed_pid=$spid
 { kill -KILL "$spid"; wait "$spid"; } 2>/dev/null
 spid=""
 t_kill_s=$(date +%s)
+[ -n "$(ls -d /sys/fs/cgroup/cpuacct/clearbox/pool-"$killed_pid"-* 2>/dev/null)" ] || [ ! -d /sys/fs/cgroup/cpuacct ] &&
+    ok "the killed service left its cgroup pool (v1) for gc" ||
+    bad "no cgroup pool slot of the killed service (pool-$killed_pid-*) on this v1 host"
 if dead=$(no_sandbox_left "$tmp/log.1"); then
     set -- $dead
     t_dead=$1 orphans=$2 orphan_ids=${3:-}
@@ -371,7 +375,7 @@ echo "$r" | grep -q '"status":"completed"' && echo "$r" | grep -q '"stdout":"gra
     echo "$r" | grep -q '"attempts":1,' && ok "the program running at SIGTERM completed in its first attempt" ||
     bad "the program running at SIGTERM: $(echo "$r" | head -c 300)"
 # shellcheck disable=SC2046 # one argument per id
-no_leftovers "$t_kill_s" $(echo "$orphan_ids" | tr ',' ' ')
+no_leftovers "$t_kill_s" $(echo "$orphan_ids" | tr ',' ' ') "pool-$killed_pid-"
 n=$(grep -c '"reason":"blocked_syscall"' "$tmp/audit.log")
 [ "$n" -ge 16 ] && ok "audit log holds $n blocked_syscall records (16 programs tried mount)" ||
     bad "audit log holds $n blocked_syscall records, want >= 16"

@@ -3,7 +3,8 @@
 # caller's $CB (the clearbox binary) and its ok/bad reporting functions.
 
 # left_behind IDS...: state directories, mounts and cgroups named after the
-# given evaluations (run ids are "<eval_id>-<attempt>"); prints them.
+# given evaluations (run ids are "<eval_id>-<attempt>") or prefixes (the
+# killed process's cgroup pool: "pool-<pid>-"); prints them.
 left_behind() {
     local id
     for id in "$@"; do
