@@ -374,6 +374,15 @@ int cgroup_v2_apply(struct cgroup *cg, const struct cgroup_limits *lim, char *er
     return 0;
 }
 
+/* v1 I/O bytes: the recursive counter where the kernel has it. */
+#define BLKIO_BYTES_FILE "blkio.throttle.io_service_bytes_recursive"
+#define BLKIO_BYTES_FILE_OLD "blkio.throttle.io_service_bytes"
+
+/* Files kept open (struct cgroup's sfd[]): sampled while the program runs,
+ * read again at the end, or (a pool slot's) read in every evaluation. */
+enum { SF_MEM, SF_PIDS, SF_CPU, SF_MEMEV, SF_PIDSEV, SF_CPU_USER, SF_CPU_SYS, SF_IO, SF_N };
+_Static_assert(SF_N <= sizeof ((struct cgroup *)0)->sfd / sizeof(int), "sfd[] too small");
+
 /* ---- the pool (v1; cgroup.h) ------------------------------------------- */
 
 /* Counters kept per slot: cpuacct usage, usage_user, usage_sys; blkio read,
@@ -386,6 +395,10 @@ struct cgroup_pool_slot {
     int lock_fd;                        /* flock on <state dir>/<name>/lock */
     int64_t quota;                      /* cpu.cfs_quota_us in force: -1 none, INT64_MIN unknown */
     int64_t base[5];                    /* the counters when the last evaluation ended */
+    /* kept open for the slot's life: each directory's cgroup.procs (join,
+     * then checked empty), and its counters (sfd[] indices; -1 none) */
+    int procs_fd[CG_NCTL];
+    int sfd[SF_N];
     bool lent;
 };
 
@@ -418,12 +431,39 @@ static bool same_mounts(const struct cgroup_mounts *a, const struct cgroup_mount
     return true;
 }
 
+/* dir/file, opened with flags (and O_CLOEXEC); -1 on failure. */
+static int open_in(const char *dir, const char *file, int flags)
+{
+    char path[CGROUP_PATH_MAX + 64];
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
+        return -1;
+    return open(path, flags | O_CLOEXEC);
+}
+
+/* The slot's directory in controller i's hierarchy (co-mounted controllers
+ * share the first one's), or NULL. */
+static const char *slot_dir(const struct cgroup_pool_slot *s, const struct cgroup_mounts *m, int i)
+{
+    if (!poolable(m, i))
+        return NULL;
+    for (int j = 0; j <= i; j++)
+        if (s->dir[j][0] && !strcmp(m->v1[j], m->v1[i]))
+            return s->dir[j];
+    return NULL;
+}
+
 /* rmdir the slot's cgroups; then, if they are gone, its lock directory.
  * If a cgroup stays (tasks in it), the lock file stays too: once our lock
  * is released, gc sees a dead owner and kills what is left. Frees s. */
 static int slot_remove(struct cgroup_pool_slot *s, char *err, size_t errlen)
 {
     int rc = 0;
+    for (int i = 0; i < CG_NCTL; i++)
+        if (s->procs_fd[i] >= 0)
+            close(s->procs_fd[i]);
+    for (int k = 0; k < SF_N; k++)
+        if (s->sfd[k] >= 0)
+            close(s->sfd[k]);
     for (int i = 0; i < CG_NCTL; i++)
         if (s->dir[i][0] && rmdir(s->dir[i]) < 0 && errno != ENOENT && rc == 0)
             rc = err_sys(err, errlen, -errno, "rmdir %s", s->dir[i]);
@@ -450,6 +490,10 @@ static struct cgroup_pool_slot *slot_make(void)
     if (!s)
         return NULL;
     s->lock_fd = -1;
+    for (int i = 0; i < CG_NCTL; i++)
+        s->procs_fd[i] = -1;
+    for (int k = 0; k < SF_N; k++)
+        s->sfd[k] = -1;
     s->quota = -1; /* a new cgroup has no quota */
     snprintf(s->name, sizeof s->name, "pool-%d-%u", (int)getpid(), pool.made + 1);
     char p[PATH_MAX + 64];
@@ -483,7 +527,22 @@ static struct cgroup_pool_slot *slot_make(void)
             slot_remove(s, NULL, 0);
             return NULL;
         }
+        if ((s->procs_fd[i] = open_in(s->dir[i], "cgroup.procs", O_RDWR)) < 0) {
+            slot_remove(s, NULL, 0);
+            return NULL;
+        }
     }
+    /* the counters every evaluation reads (one that cannot be opened is
+     * opened by name when read, as without the pool) */
+    const char *d;
+    if ((d = slot_dir(s, m, CG_CPUACCT))) {
+        s->sfd[SF_CPU] = open_in(d, "cpuacct.usage", O_RDONLY);
+        s->sfd[SF_CPU_USER] = open_in(d, "cpuacct.usage_user", O_RDONLY);
+        s->sfd[SF_CPU_SYS] = open_in(d, "cpuacct.usage_sys", O_RDONLY);
+    }
+    if ((d = slot_dir(s, m, CG_BLKIO)) &&
+        (s->sfd[SF_IO] = open_in(d, BLKIO_BYTES_FILE, O_RDONLY)) < 0)
+        s->sfd[SF_IO] = open_in(d, BLKIO_BYTES_FILE_OLD, O_RDONLY);
     return s;
 }
 
@@ -534,7 +593,7 @@ static int pool_put(struct cgroup *cg, char *err, size_t errlen)
         keep = cg->raw_ok && !cg->froze;
         for (int i = 0; i < CG_NCTL && keep; i++) {
             char b[32];
-            keep = !s->dir[i][0] || cgroup_read_file(s->dir[i], "cgroup.procs", b, sizeof b) == 0;
+            keep = !s->dir[i][0] || pread(s->procs_fd[i], b, sizeof b, 0) == 0;
         }
         if (keep)
             memcpy(s->base, cg->raw, sizeof s->base);
@@ -642,8 +701,14 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_mounts *m, const char *
      * Those of the stateless hierarchies come from the pool when it lends
      * to us (cgroup.h), the others are made here. */
     cg->slot = pool_get(m, parent);
-    if (cg->slot)
+    if (cg->slot) {
         memcpy(cg->base, cg->slot->base, sizeof cg->base);
+        for (int k = 0; k < SF_N; k++)
+            if (cg->slot->sfd[k] >= 0) {
+                cg->sfd[k] = cg->slot->sfd[k] + 1;
+                cg->sfd_slot |= 1u << k;
+            }
+    }
     for (int i = 0; i < CG_NCTL; i++) {
         if (!m->v1[i][0])
             continue;
@@ -746,7 +811,13 @@ int cgroup_attach(struct cgroup *cg, pid_t pid, char *err, size_t errlen)
     for (int i = 0; i < CG_NCTL; i++) {
         if (!cg->made[i])
             continue;
-        int rc = cgroup_write_file(cg->dir[i], "cgroup.procs", val);
+        int rc;
+        if (cg->pooled[i]) {
+            ssize_t w = pwrite(cg->slot->procs_fd[i], val, strlen(val), 0);
+            rc = w == (ssize_t)strlen(val) ? 0 : (w < 0 ? -errno : -EIO);
+        } else {
+            rc = cgroup_write_file(cg->dir[i], "cgroup.procs", val);
+        }
         if (rc < 0)
             return err_sys(err, errlen, rc, "attach %d to %s", (int)pid, cg->dir[i]);
     }
@@ -762,9 +833,8 @@ static const char *dir_of(const struct cgroup *cg, enum cgroup_ctl c)
     return NULL;
 }
 
-/* The files read every few ms stay open: a kernfs file read again at
- * offset 0 shows fresh figures. */
-enum { SF_MEM, SF_PIDS, SF_CPU, SF_MEMEV, SF_PIDSEV };
+/* The files read every few ms (and those read again at the end) stay open:
+ * a kernfs file read again at offset 0 shows fresh figures. */
 
 static int sample_read(struct cgroup *cg, int which, const char *dir, const char *file, char *out,
                        size_t outlen)
@@ -807,9 +877,11 @@ static void sample_close(struct cgroup *cg)
 {
     for (size_t i = 0; i < sizeof cg->sfd / sizeof cg->sfd[0]; i++)
         if (cg->sfd[i]) {
-            close(cg->sfd[i] - 1);
+            if (!(cg->sfd_slot & (1u << i)))
+                close(cg->sfd[i] - 1);
             cg->sfd[i] = 0;
         }
+    cg->sfd_slot = 0;
 }
 
 /* CPU usage (user, system, total) in ns. Returns whether every v1 counter
@@ -834,11 +906,12 @@ static bool read_cpu(struct cgroup *cg, struct cgroup_usage *u)
         return true;
     static const char *const files[3] = {"cpuacct.usage", "cpuacct.usage_user",
                                          "cpuacct.usage_sys"};
+    static const int sf[3] = {SF_CPU, SF_CPU_USER, SF_CPU_SYS};
     int64_t *out[3] = {&u->cpu_total_ns, &u->cpu_user_ns, &u->cpu_system_ns};
     bool all = true;
     for (int k = RAW_CPU; k <= RAW_CPU_SYS; k++) {
         int64_t v;
-        if (read_i64(d, files[k], &v) == 0) {
+        if (sample_i64(cg, sf[k], d, files[k], &v) == 0) {
             cg->raw[k] = v;
             *out[k] = since(v, cg->base[k]);
         } else {
@@ -907,23 +980,24 @@ static void read_final(struct cgroup *cg)
             v > u->memory_peak)
             u->memory_peak = v;
         const char *f = cg->mode == CGROUP_V2 ? "memory.events" : "memory.oom_control";
-        if (cgroup_read_file(d, f, b, sizeof b) > 0 && cgroup_parse_keyed(b, "oom_kill", &v) == 0)
+        if (sample_read(cg, SF_MEMEV, d, f, b, sizeof b) > 0 &&
+            cgroup_parse_keyed(b, "oom_kill", &v) == 0)
             u->oom_kills = v;
     }
     if ((d = dir_of(cg, CG_PIDS))) {
         if (cg->pids_peak_native && read_i64(d, "pids.peak", &v) == 0 && v > u->pids_peak)
             u->pids_peak = v;
-        if (cgroup_read_file(d, "pids.events", b, sizeof b) > 0 &&
+        if (sample_read(cg, SF_PIDSEV, d, "pids.events", b, sizeof b) > 0 &&
             cgroup_parse_keyed(b, "max", &v) == 0)
             u->pids_max_hits = v;
     }
     if (cg->mode == CGROUP_V2) {
-        if (cgroup_read_file(cg->dir[0], "io.stat", b, sizeof b) >= 0)
+        if (sample_read(cg, SF_IO, cg->dir[0], "io.stat", b, sizeof b) >= 0)
             cgroup_parse_io_stat(b, &u->io_read_bytes, &u->io_write_bytes);
     } else if ((d = dir_of(cg, CG_BLKIO))) {
         int64_t r, w;
-        if (cgroup_read_file(d, "blkio.throttle.io_service_bytes_recursive", b, sizeof b) >= 0 ||
-            cgroup_read_file(d, "blkio.throttle.io_service_bytes", b, sizeof b) >= 0) {
+        if (sample_read(cg, SF_IO, d, BLKIO_BYTES_FILE, b, sizeof b) >= 0 ||
+            sample_read(cg, SF_IO, d, BLKIO_BYTES_FILE_OLD, b, sizeof b) >= 0) {
             cgroup_parse_blkio(b, &r, &w);
             cg->raw[RAW_IO_R] = r;
             cg->raw[RAW_IO_W] = w;

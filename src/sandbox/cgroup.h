@@ -85,8 +85,10 @@ struct cgroup {
     bool peak_native;                   /* memory peak comes from the kernel */
     bool pids_peak_native;
     /* sampling state */
-    int sfd[5]; /* sampled files kept open (fd + 1; 0: not yet): re-read with
-                   pread at 0 every ms instead of open/read/close */
+    int sfd[8];         /* files read more than once, kept open (fd + 1; 0: not
+                           yet): re-read with pread at 0 instead of
+                           open/read/close */
+    unsigned sfd_slot;  /* bit i: sfd[i] is the pool slot's, left open */
     uint64_t last_sample_ns;
     int64_t last_memory;
     struct cgroup_usage u;
