@@ -392,7 +392,7 @@ enum { RAW_CPU, RAW_CPU_USER, RAW_CPU_SYS, RAW_IO_R, RAW_IO_W };
 struct cgroup_pool_slot {
     char name[48];                      /* pool-<pid>-<k> */
     char dir[CG_NCTL][CGROUP_PATH_MAX]; /* the slot's directories ("" elsewhere) */
-    int lock_fd;                        /* flock on <state dir>/<name>/lock */
+    int lock_fd;                        /* flock on <state dir>/<name>.lock */
     int64_t quota;                      /* cpu.cfs_quota_us in force: -1 none, INT64_MIN unknown */
     int64_t base[5];                    /* the counters when the last evaluation ended */
     /* kept open for the slot's life: each directory's cgroup.procs (join,
@@ -467,12 +467,10 @@ static int slot_remove(struct cgroup_pool_slot *s, char *err, size_t errlen)
     for (int i = 0; i < CG_NCTL; i++)
         if (s->dir[i][0] && rmdir(s->dir[i]) < 0 && errno != ENOENT && rc == 0)
             rc = err_sys(err, errlen, -errno, "rmdir %s", s->dir[i]);
-    char p[PATH_MAX + 64];
-    if (rc == 0) {
-        snprintf(p, sizeof p, "%s/%s/lock", pool.sd, s->name);
+    if (rc == 0) { /* unlinked while still locked: gc never takes it for a dead one */
+        char p[PATH_MAX + 64];
+        snprintf(p, sizeof p, "%s/%s.lock", pool.sd, s->name);
         unlink(p);
-        snprintf(p, sizeof p, "%s/%s", pool.sd, s->name);
-        rmdir(p);
     }
     if (s->lock_fd >= 0)
         close(s->lock_fd);
@@ -497,12 +495,7 @@ static struct cgroup_pool_slot *slot_make(void)
     s->quota = -1; /* a new cgroup has no quota */
     snprintf(s->name, sizeof s->name, "pool-%d-%u", (int)getpid(), pool.made + 1);
     char p[PATH_MAX + 64];
-    snprintf(p, sizeof p, "%s/%s", pool.sd, s->name);
-    if (mkdir(p, 0700) < 0 && errno != EEXIST) {
-        free(s);
-        return NULL;
-    }
-    snprintf(p, sizeof p, "%s/%s/lock", pool.sd, s->name);
+    snprintf(p, sizeof p, "%s/%s.lock", pool.sd, s->name);
     s->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
         slot_remove(s, NULL, 0);

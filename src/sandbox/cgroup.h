@@ -25,7 +25,7 @@
  * evaluation, are made fresh every time, as is the one v2 directory. A
  * directory goes back to the pool only when it is empty, was never frozen
  * and its final figures were read; otherwise it is removed. Each slot holds
- * an flock on <state dir>/pool-<pid>-<k>/lock, the same sign of life a run
+ * an flock on <state dir>/pool-<pid>-<k>.lock, the same sign of life a run
  * gives, so gc removes the slots of a process that died.
  *
  * Threads: a struct cgroup belongs to one thread. Errors: 0 or negative errno,

@@ -1,16 +1,17 @@
 /* gc.c - remove what a crashed clearbox left behind.
  *
- * A live run holds an exclusive flock on <state>/<id>/lock for its whole
- * life, so a state directory whose lock we can take belongs to nobody: its
- * workspace mount and directories go. A cgroup <hierarchy>/<parent>/<id> is
- * stale when no live run holds <state>/<id>/lock; its tasks are killed (the
+ * A live run holds an exclusive flock on <state>/<id>.lock (or, with
+ * --output-dir, on <state>/<id>/lock beside its workspace) for its whole
+ * life, so a lock we can take belongs to nobody: the file goes, or the
+ * state directory with its workspace mount. A cgroup <hierarchy>/<parent>/<id>
+ * is stale when no live run holds either lock; its tasks are killed (the
  * same freeze/kill/thaw as a normal teardown) and it is removed. Entries
  * younger than GC_MIN_AGE_S are left alone: they may belong to a run that is
  * starting (a run makes its cgroups, then, while its program starts, its
  * state directory, then takes the lock; the age rule covers those moments); a
  * cgroup that still has tasks is left alone until it is older than any run
  * can be. The slots of a cgroup pool (cgroup.h) are judged the same way:
- * each holds the lock of <state>/pool-<pid>-<k>/lock while its process
+ * each holds the lock of <state>/pool-<pid>-<k>.lock while its process
  * lives. */
 #include <dirent.h>
 #include <errno.h>
@@ -58,29 +59,57 @@ static bool young(const char *path, long age_s)
     return time(NULL) - st.st_mtime < age_s;
 }
 
-/* Is the run <id> alive (its lock held by someone)? */
+/* Does someone hold the flock on path? */
+static bool lock_held(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    bool held = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
+/* Is the run <id> alive (either of its locks held by someone)? */
 static bool run_alive(const char *sd, const char *id)
 {
     char p[PATH_MAX];
-    if (snprintf(p, sizeof p, "%s/%s/lock", sd, id) >= (int)sizeof p)
-        return false;
-    int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return false;
-    bool alive = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
-    close(fd);
-    return alive;
+    if (snprintf(p, sizeof p, "%s/%s.lock", sd, id) < (int)sizeof p && lock_held(p))
+        return true;
+    return snprintf(p, sizeof p, "%s/%s/lock", sd, id) < (int)sizeof p && lock_held(p);
 }
 
-/* The run has a state directory here whose lock nobody holds: its owner
- * died. (A run with no entry here may belong to another state directory.) */
+/* The run has its lock file or state directory here and nobody holds its
+ * lock: its owner died. (A run with no entry here may belong to another
+ * state directory.) */
 static bool run_owner_dead(const char *sd, const char *id)
 {
+    char p[PATH_MAX], f[PATH_MAX];
+    struct stat st;
+    if (snprintf(p, sizeof p, "%s/%s", sd, id) >= (int)sizeof p ||
+        snprintf(f, sizeof f, "%s/%s.lock", sd, id) >= (int)sizeof f)
+        return false;
+    return ((lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) ||
+            (lstat(f, &st) == 0 && S_ISREG(st.st_mode))) &&
+           !run_alive(sd, id);
+}
+
+/* <sd>/<id>.lock of a run that died (nobody holds it), once older than
+ * GC_MIN_AGE_S: removed. Returns -1 if name is no such file. */
+static int gc_run_lock(const char *sd, const char *name, struct buf *report)
+{
+    size_t l = strlen(name);
+    if (l < 6 || strcmp(name + l - 5, ".lock") != 0)
+        return -1;
     char p[PATH_MAX];
     struct stat st;
-    if (snprintf(p, sizeof p, "%s/%s", sd, id) >= (int)sizeof p)
-        return false;
-    return lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && !run_alive(sd, id);
+    if (snprintf(p, sizeof p, "%s/%s", sd, name) >= (int)sizeof p || lstat(p, &st) < 0 ||
+        !S_ISREG(st.st_mode))
+        return -1;
+    if (lock_held(p) || young(p, GC_MIN_AGE_S) || unlink(p) < 0)
+        return 0;
+    buf_printf(report, "removed stale lock %s\n", p);
+    return 1;
 }
 
 /* pool-<pid>-<k>: a slot of a process's cgroup pool (cgroup.h). Its lock
@@ -97,7 +126,7 @@ static bool pool_slot_owner_elsewhere(const char *sd, const char *name)
         return false;
     char p[PATH_MAX];
     struct stat st;
-    if (snprintf(p, sizeof p, "%s/%s", sd, name) >= (int)sizeof p)
+    if (snprintf(p, sizeof p, "%s/%s.lock", sd, name) >= (int)sizeof p)
         return true; /* cannot tell: leave it */
     if (lstat(p, &st) == 0)
         return false; /* its lock is here: run_alive has judged */
@@ -145,6 +174,8 @@ static int gc_state(const char *sd, struct buf *report)
         if (!strncmp(de->d_name, "root-", 5))
             continue; /* a root template: roottmpl.c prunes old ones itself */
         int nl = gc_node_lock(sd, de->d_name, report);
+        if (nl < 0)
+            nl = gc_run_lock(sd, de->d_name, report);
         if (nl >= 0) {
             removed += nl;
             continue;

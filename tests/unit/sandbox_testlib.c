@@ -357,6 +357,7 @@ bool sb_leftovers(const char *id, char *what, size_t n)
 {
     static const char *const dirs[] = {
         "/run/clearbox/%s",
+        "/run/clearbox/%s.lock",
         "/sys/fs/cgroup/memory/clearbox/%s",
         "/sys/fs/cgroup/pids/clearbox/%s",
         "/sys/fs/cgroup/cpu/clearbox/%s",

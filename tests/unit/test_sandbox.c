@@ -632,6 +632,118 @@ TEST(gc_removes_stale_keeps_live)
  * its tasks frozen (PDEATHSIG cannot reach them), populated in every v1
  * hierarchy. gc must thaw and kill them and remove every cgroup of the run in
  * one pass, though populated cgroups are otherwise left alone for a day. */
+/* Without --output-dir a run leaves only <sd>/<id>.lock on the host: a held
+ * one keeps the run's cgroup, an old one nobody holds goes with its cgroup,
+ * a young one stays (a run starting up). */
+TEST(gc_judges_runs_by_their_lock_files)
+{
+    if (!sb_need_root())
+        return;
+    char sd[512], p[600];
+    snprintf(sd, sizeof sd, "%s/state-lockfiles", test_tmpdir());
+    ASSERT_EQ(mkdir(sd, 0711), 0);
+    mkdir("/sys/fs/cgroup/pids/clearbox", 0755);
+    struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
+    static const char *const ids[3] = {"lf-live", "lf-stale", "lf-young"};
+    int live = -1;
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s.lock", sd, ids[i]);
+        int fd = open(p, O_RDWR | O_CREAT, 0600);
+        ASSERT(fd >= 0);
+        if (i == 0) {
+            ASSERT_EQ(flock(fd, LOCK_EX), 0); /* gc's own open conflicts */
+            live = fd;
+        } else {
+            close(fd);
+        }
+        snprintf(p, sizeof p, "/sys/fs/cgroup/pids/clearbox/%s", ids[i]);
+        ASSERT_EQ(mkdir(p, 0755), 0);
+        if (i < 2) {
+            ASSERT_EQ(utimensat(AT_FDCWD, p, old, 0), 0);
+            snprintf(p, sizeof p, "%s/%s.lock", sd, ids[i]);
+            ASSERT_EQ(utimensat(AT_FDCWD, p, old, 0), 0);
+        }
+    }
+    struct buf rep;
+    buf_init(&rep, NULL, 0, 1 << 16);
+    char err[256];
+    int n = sandbox_gc(sd, NULL, &rep, err, sizeof err);
+    bool kept[3], cg_kept[3];
+    struct stat st;
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s.lock", sd, ids[i]);
+        kept[i] = stat(p, &st) == 0;
+        unlink(p);
+        snprintf(p, sizeof p, "/sys/fs/cgroup/pids/clearbox/%s", ids[i]);
+        cg_kept[i] = stat(p, &st) == 0;
+        rmdir(p);
+    }
+    close(live);
+    ASSERT_MSG(n >= 2, "gc removed %d: %s", n, rep.data ? rep.data : "");
+    ASSERT_CONTAINS(rep.data ? rep.data : "", "removed stale lock");
+    ASSERT(kept[0] && cg_kept[0]);
+    ASSERT(!kept[1] && !cg_kept[1]);
+    ASSERT(kept[2] && cg_kept[2]);
+    buf_free(&rep);
+}
+
+/* While a run lives its state on the host is <sd>/<id>.lock, locked, and no
+ * directory; when it returns, nothing. */
+struct lock_watch {
+    char path[600], dir[600];
+    bool seen_locked, seen_dir;
+    volatile bool done;
+};
+
+static void *lock_watch_main(void *arg)
+{
+    struct lock_watch *w = arg;
+    struct stat st;
+    while (!w->done && !w->seen_locked) {
+        int fd = open(w->path, O_RDWR | O_CLOEXEC);
+        if (fd >= 0) {
+            w->seen_locked = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+            close(fd);
+        }
+        w->seen_dir |= stat(w->dir, &st) == 0;
+        usleep(1000);
+    }
+    return NULL;
+}
+
+TEST(a_run_holds_a_lock_file_and_leaves_nothing)
+{
+    if (!sb_need_root())
+        return;
+    /* under /run: the sandbox's init must reach it (the test's own temporary
+     * directory is private to the host's root) */
+    const char *sd = "/run/clearbox-test-lockrun";
+    struct sandbox_spec s;
+    sb_spec(&s, "sh", "sleep 0.3\n");
+    s.eval_id = "t-lock-file-run";
+    s.state_dir = sd;
+    struct lock_watch w = {0};
+    snprintf(w.path, sizeof w.path, "%s/%s.lock", sd, s.eval_id);
+    snprintf(w.dir, sizeof w.dir, "%s/%s", sd, s.eval_id);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, lock_watch_main, &w), 0);
+    struct sandbox_result r;
+    char err[256];
+    int rc = sandbox_run(&s, &r, err, sizeof err);
+    w.done = true;
+    pthread_join(t, NULL);
+    ASSERT_MSG(rc == 0 && r.status == SANDBOX_COMPLETED, "rc %d: %s", rc, err);
+    sandbox_result_free(&r);
+    ASSERT_MSG(w.seen_locked, "no locked %s while the run lived", w.path);
+    ASSERT(!w.seen_dir);
+    struct stat st;
+    ASSERT(stat(w.path, &st) < 0 && errno == ENOENT);
+    char what[256];
+    ASSERT_MSG(!sb_leftovers(s.eval_id, what, sizeof what), "left: %s", what);
+    if (system("rm -rf /run/clearbox-test-lockrun") != 0) /* and its root template */
+        fprintf(stderr, "could not remove %s\n", sd);
+}
+
 TEST(gc_kills_abandoned_frozen_run)
 {
     if (!sb_need_root())

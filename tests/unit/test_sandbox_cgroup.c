@@ -218,7 +218,7 @@ TEST(pool_lends_the_stateless_hierarchies_and_counts_each_run_from_zero)
     for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++)
         ASSERT_MSG(exists("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], slot),
                    "no %s in %s", slot, pooled_hier[i]);
-    ASSERT(exists(POOL_SD "/%s/%s", slot, "lock"));
+    ASSERT(exists(POOL_SD "/%s%s", slot, ".lock"));
     ASSERT(!exists("/sys/fs/cgroup/%s/" PARENT "/%s", "memory", slot));
     ASSERT(!exists("/sys/fs/cgroup/%s/" PARENT "/%s", "memory", "t-cg-pool-a"));
     ASSERT(!exists("/sys/fs/cgroup/%s/" PARENT "/%s", "pids", "t-cg-pool-a"));
@@ -246,7 +246,7 @@ TEST(pool_lends_the_stateless_hierarchies_and_counts_each_run_from_zero)
     slot_name(slot, sizeof slot, 1);
     for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++)
         ASSERT(!exists("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], slot));
-    ASSERT(!exists(POOL_SD "/%s%s", slot, ""));
+    ASSERT(!exists(POOL_SD "/%s%s", slot, ".lock"));
     /* and runs make their own directories again */
     struct sandbox_result c;
     ASSERT_EQ(pool_run("t-cg-pool-c", "echo ok\n", 0, &c, err, sizeof err), 0);
@@ -311,7 +311,7 @@ TEST(pool_never_lends_a_slot_a_task_is_left_in)
     /* the slot's directory stays (the task is in it) and so does its lock
      * file, for gc; the next run gets a new slot */
     ASSERT(exists("/sys/fs/cgroup/%s/" PARENT "/%s", "freezer", ps.slot));
-    ASSERT(exists(POOL_SD "/%s/%s", ps.slot, "lock"));
+    ASSERT(exists(POOL_SD "/%s%s", ps.slot, ".lock"));
     struct sandbox_result b;
     ASSERT_EQ(pool_run("t-cg-pool-next", "echo ok\n", 0, &b, err, sizeof err), 0);
     ASSERT_EQ(b.status, SANDBOX_COMPLETED);
@@ -327,10 +327,8 @@ TEST(pool_never_lends_a_slot_a_task_is_left_in)
         rmdir(p);
     }
     char p[512];
-    snprintf(p, sizeof p, POOL_SD "/%s/lock", ps.slot);
+    snprintf(p, sizeof p, POOL_SD "/%s.lock", ps.slot);
     unlink(p);
-    snprintf(p, sizeof p, POOL_SD "/%s", ps.slot);
-    rmdir(p);
     pool_cleanup();
 }
 
@@ -366,14 +364,12 @@ TEST(gc_removes_a_dead_pool_and_leaves_a_live_one)
         backdate("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], live);
     }
     char p[512];
-    snprintf(p, sizeof p, POOL_SD "/%s", dead);
-    ASSERT_EQ(mkdir(p, 0700), 0);
-    snprintf(p, sizeof p, POOL_SD "/%s/lock", dead);
+    snprintf(p, sizeof p, POOL_SD "/%s.lock", dead);
     FILE *f = fopen(p, "w");
     ASSERT(f != NULL);
     fclose(f);
-    backdate(POOL_SD "/%s%s", dead, "");
-    backdate(POOL_SD "/%s%s", live, "");
+    backdate(POOL_SD "/%s%s", dead, ".lock");
+    backdate(POOL_SD "/%s%s", live, ".lock");
     /* asked about another state directory first: the live slot's owner
      * (us) is alive, the dead one's is not */
     struct buf rep;
@@ -384,11 +380,11 @@ TEST(gc_removes_a_dead_pool_and_leaves_a_live_one)
     rmdir("/run/clearbox-test-pool-other");
     /* the dead one's state directory is in ours */
     ASSERT(sandbox_gc(POOL_SD, PARENT, &rep, err, sizeof err) >= 0);
-    ASSERT(!exists(POOL_SD "/%s%s", dead, ""));
+    ASSERT(!exists(POOL_SD "/%s%s", dead, ".lock"));
     for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++)
         ASSERT_MSG(exists("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], live),
                    "gc removed the live slot in %s: %s", pooled_hier[i], rep.data ? rep.data : "");
-    ASSERT(exists(POOL_SD "/%s/%s", live, "lock"));
+    ASSERT(exists(POOL_SD "/%s%s", live, ".lock"));
     buf_free(&rep);
     /* still lent out and used */
     ASSERT_EQ(pool_run("t-cg-pool-gc2", "echo ok\n", 0, &r, err, sizeof err), 0);
