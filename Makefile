@@ -26,7 +26,7 @@ CPPFLAGS += -D_GNU_SOURCE -DCLEARBOX_VERSION='"$(VERSION)"' -Isrc -I$(PG_INC)
 CFLAGS  ?= $(OPT)
 CFLAGS  += -std=gnu17 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -Wformat=2 -Wno-format-nonliteral -fno-strict-aliasing -pthread -MMD -MP
-LDFLAGS += -pthread -Wl,--as-needed $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined)
+LDFLAGS += -pthread -Wl,--as-needed -Wl,-z,relro,-z,now $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined)
 LDLIBS  += -lseccomp -lmicrohttpd -Wl,-Bstatic -ljansson -Wl,-Bdynamic -lsqlite3 -lpq -lm -ldl
 comma   := ,
 
