@@ -553,6 +553,20 @@ static bool pool_room(void)
     return true;
 }
 
+/* Is every directory of the slot still there and empty? Checked again as it
+ * is lent: an operator, or gc of an older version that does not know lock
+ * files, may have removed it, or host root moved a task in, since it came
+ * back. */
+static bool slot_intact(const struct cgroup_pool_slot *s)
+{
+    for (int i = 0; i < CG_NCTL; i++) {
+        char b[32];
+        if (s->dir[i][0] && pread(s->procs_fd[i], b, sizeof b, 0) != 0)
+            return false;
+    }
+    return true;
+}
+
 /* A slot for a cgroup made with m under parent, or NULL (no pool for these,
  * or none could be made: the caller makes fresh directories). */
 static struct cgroup_pool_slot *pool_get(const struct cgroup_mounts *m, const char *parent)
@@ -560,9 +574,16 @@ static struct cgroup_pool_slot *pool_get(const struct cgroup_mounts *m, const ch
     struct cgroup_pool_slot *s = NULL;
     pthread_mutex_lock(&pool.mu);
     if (pool.on && !strcmp(parent, pool.parent) && same_mounts(m, &pool.m)) {
-        for (size_t i = 0; i < pool.n && !s; i++)
-            if (!pool.slots[i]->lent)
+        for (size_t i = 0; i < pool.n && !s; i++) {
+            if (pool.slots[i]->lent)
+                continue;
+            if (slot_intact(pool.slots[i])) {
                 s = pool.slots[i];
+            } else { /* someone removed or joined it since: drop it */
+                slot_remove(pool.slots[i], NULL, 0);
+                pool.slots[i--] = pool.slots[--pool.n];
+            }
+        }
         if (!s && pool_room() && (s = slot_make()))
             pool.slots[pool.n++] = s;
         if (s) {
@@ -584,10 +605,7 @@ static int pool_put(struct cgroup *cg, char *err, size_t errlen)
     bool keep = true;
     if (cg->attached) {
         keep = cg->raw_ok && !cg->froze;
-        for (int i = 0; i < CG_NCTL && keep; i++) {
-            char b[32];
-            keep = !s->dir[i][0] || pread(s->procs_fd[i], b, sizeof b, 0) == 0;
-        }
+        keep = keep && slot_intact(s);
         if (keep)
             memcpy(s->base, cg->raw, sizeof s->base);
     }

@@ -392,3 +392,32 @@ TEST(gc_removes_a_dead_pool_and_leaves_a_live_one)
     sandbox_result_free(&r);
     pool_cleanup();
 }
+
+/* A slot removed from outside while it waits in the pool (an operator, or
+ * the gc of an older clearbox that does not know lock files) is dropped as
+ * it is lent: the next run gets a new one and completes. */
+TEST(pool_drops_a_slot_removed_from_outside)
+{
+    if (!sb_need_root())
+        return;
+    mkdir(POOL_SD, 0711);
+    char err[256], slot[64];
+    ASSERT_EQ(sandbox_cgroup_pool_start(POOL_SD, PARENT, err, sizeof err), 1);
+    struct sandbox_result r;
+    ASSERT_EQ(pool_run("t-cg-pool-rm1", "echo ok\n", 0, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    sandbox_result_free(&r);
+    slot_name(slot, sizeof slot, 1);
+    for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], slot);
+        ASSERT_EQ(rmdir(p), 0);
+    }
+    int rc = pool_run("t-cg-pool-rm2", "echo ok\n", 0, &r, err, sizeof err);
+    ASSERT_MSG(rc == 0 && r.status == SANDBOX_COMPLETED, "rc %d: %s", rc, err);
+    sandbox_result_free(&r);
+    ASSERT(!exists(POOL_SD "/%s%s", slot, ".lock"));
+    slot_name(slot, sizeof slot, 2);
+    ASSERT(exists("/sys/fs/cgroup/%s/" PARENT "/%s", "cpuacct", slot));
+    pool_cleanup();
+}
