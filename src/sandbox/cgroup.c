@@ -493,7 +493,9 @@ static struct cgroup_pool_slot *slot_make(void)
     for (int k = 0; k < SF_N; k++)
         s->sfd[k] = -1;
     s->quota = -1; /* a new cgroup has no quota */
-    snprintf(s->name, sizeof s->name, "pool-%d-%u", (int)getpid(), pool.made + 1);
+    char name[sizeof s->name]; /* a copy: s->dir's snprintf below must not read *s */
+    snprintf(name, sizeof name, "pool-%d-%u", (int)getpid(), pool.made + 1);
+    memcpy(s->name, name, sizeof name);
     char p[PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/%s.lock", pool.sd, s->name);
     s->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -513,7 +515,7 @@ static struct cgroup_pool_slot *slot_make(void)
         char pdir[CGROUP_PATH_MAX];
         const char *failed;
         if (snprintf(pdir, sizeof pdir, "%s/%s", m->v1[i], pool.parent) >= (int)sizeof pdir ||
-            snprintf(s->dir[i], sizeof s->dir[i], "%s/%s", pdir, s->name) >=
+            snprintf(s->dir[i], sizeof s->dir[i], "%s/%s", pdir, name) >=
                 (int)sizeof s->dir[i] ||
             mkdir_under(pdir, s->dir[i], NULL, NULL, &failed) < 0) {
             s->dir[i][0] = '\0';
