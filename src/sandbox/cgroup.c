@@ -452,9 +452,10 @@ static const char *slot_dir(const struct cgroup_pool_slot *s, const struct cgrou
     return NULL;
 }
 
-/* rmdir the slot's cgroups; then, if they are gone, its lock directory.
- * If a cgroup stays (tasks in it), the lock file stays too: once our lock
- * is released, gc sees a dead owner and kills what is left. Frees s. */
+/* Close the slot's files and rmdir its cgroups; then, if they are gone,
+ * unlink its lock file. If a cgroup stays (tasks in it), the lock file stays
+ * too: once our lock is released, gc sees a dead owner and kills what is
+ * left. Frees s. */
 static int slot_remove(struct cgroup_pool_slot *s, char *err, size_t errlen)
 {
     int rc = 0;
