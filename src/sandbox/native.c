@@ -483,10 +483,6 @@ static int init_main(struct nrun *n) __attribute__((noreturn));
 static int init_main(struct nrun *n)
 {
     cmark(n, CM_START);
-    /* the parent sent us to another CPU than its own (spread_cpus): back
-     * to every CPU we may use, before anything inherits the mask */
-    if (n->parent_cpu >= 0)
-        sched_setaffinity(0, sizeof n->cpus, &n->cpus);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Keep only our five fds, renumbered 3..7, and close everything else we
      * inherited: in a threaded parent that includes other runs' pipes and
@@ -526,6 +522,14 @@ static int init_main(struct nrun *n)
     go[gl] = '\0';
     memcpy(n->tmpl, go + 1, (size_t)gl);
     cmark(n, CM_G);
+    /* The parent sent us to another CPU than its own (spread_cpus): back to
+     * every CPU we may use, before the program inherits the mask. Here, not
+     * as we start: the parent sends us away right after the clone, and we
+     * may already run on the other CPU by then, so a mask restored earlier
+     * could be narrowed again after it (the program then got one CPU). "G"
+     * comes after that call. The netns helper gets its own mask. */
+    if (n->parent_cpu >= 0)
+        sched_setaffinity(0, sizeof n->cpus, &n->cpus);
     /* become uid/gid 0 of the new namespace (host SANDBOX_HOST_UID_BASE);
      * unprivileged, only SANDBOX_UID is mapped and we already are it (with
      * every capability in the new namespace, as its creator) */
