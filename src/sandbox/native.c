@@ -2236,7 +2236,7 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     /* Left on our CPU, init would wait for our maps, state directory and
      * cgroups, and the "parallel" halves of the setup would run one after
      * the other: a directly cloned init is sent to another CPU
-     * (spread_cpus) and takes its full mask back as it starts. */
+     * (spread_cpus) and takes its full mask back once it has "G". */
     n->parent_cpu = -1;
     if (sched_getaffinity(0, sizeof n->cpus, &n->cpus) == 0 && CPU_COUNT(&n->cpus) > 1)
         n->parent_cpu = sched_getcpu();
