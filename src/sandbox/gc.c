@@ -16,7 +16,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,8 +96,11 @@ static bool run_owner_dead(const char *sd, const char *id)
            !run_alive(sd, id);
 }
 
+static bool pool_slot_owner_gone(const char *name);
+
 /* <sd>/<id>.lock of a run that died (nobody holds it), once older than
- * GC_MIN_AGE_S: removed. Returns -1 if name is no such file. */
+ * GC_MIN_AGE_S (a pool slot's as soon as its owner is gone): removed.
+ * Returns -1 if name is no such file. */
 static int gc_run_lock(const char *sd, const char *name, struct buf *report)
 {
     size_t l = strlen(name);
@@ -106,23 +111,42 @@ static int gc_run_lock(const char *sd, const char *name, struct buf *report)
     if (snprintf(p, sizeof p, "%s/%s", sd, name) >= (int)sizeof p || lstat(p, &st) < 0 ||
         !S_ISREG(st.st_mode))
         return -1;
-    if (lock_held(p) || young(p, GC_MIN_AGE_S) || unlink(p) < 0)
+    char slot[NAME_MAX + 1];
+    snprintf(slot, sizeof slot, "%.*s", (int)(l - 5), name);
+    if (lock_held(p) || (young(p, GC_MIN_AGE_S) && !pool_slot_owner_gone(slot)) || unlink(p) < 0)
         return 0;
     buf_printf(report, "removed stale lock %s\n", p);
     return 1;
 }
 
-/* pool-<pid>-<k>: a slot of a process's cgroup pool (cgroup.h). Its lock
- * lives in its owner's state directory; when that is another one than
- * ours, the owner's pid says whether the slot may still be lent out (a
- * reused pid only delays its removal). */
-static bool pool_slot_owner_elsewhere(const char *sd, const char *name)
+/* The owner's pid of pool-<pid>-<k> (a slot of a process's cgroup pool,
+ * cgroup.h; also its lock file's name without ".lock"), or 0. */
+static pid_t pool_slot_pid(const char *name)
 {
     if (strncmp(name, "pool-", 5) != 0)
-        return false;
+        return 0;
     char *end;
     long pid = strtol(name + 5, &end, 10);
-    if (pid <= 0 || *end != '-')
+    return pid > 0 && pid <= INT32_MAX && *end == '-' ? (pid_t)pid : 0;
+}
+
+/* A pool slot whose owner is gone: no process has its pid. The age rule
+ * does not apply (a slot is made by its living owner, lock first), so a
+ * service restarted after a crash gets its predecessor's slots removed at
+ * once. A reused pid only delays that. */
+static bool pool_slot_owner_gone(const char *name)
+{
+    pid_t pid = pool_slot_pid(name);
+    return pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+/* A pool slot's lock lives in its owner's state directory; when that is
+ * another one than ours, the owner's pid says whether the slot may still
+ * be lent out (a reused pid only delays its removal). */
+static bool pool_slot_owner_elsewhere(const char *sd, const char *name)
+{
+    pid_t pid = pool_slot_pid(name);
+    if (!pid)
         return false;
     char p[PATH_MAX];
     struct stat st;
@@ -130,7 +154,7 @@ static bool pool_slot_owner_elsewhere(const char *sd, const char *name)
         return true; /* cannot tell: leave it */
     if (lstat(p, &st) == 0)
         return false; /* its lock is here: run_alive has judged */
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    return kill(pid, 0) == 0 || errno == EPERM;
 }
 
 /* <sd>/node-<id>.lock of a `clearbox serve` that did not stop cleanly (a
@@ -274,7 +298,7 @@ static int gc_cgroups(const char *sd, const char *parent, struct buf *report)
              * its leftover tasks (say, a child between clone and its
              * PDEATHSIG) are ours to kill. */
             bool owner_dead = run_owner_dead(sd, de->d_name);
-            if (young(cg.dir[slot], GC_MIN_AGE_S) ||
+            if ((young(cg.dir[slot], GC_MIN_AGE_S) && !pool_slot_owner_gone(de->d_name)) ||
                 (cgroup_populated(&cg) && !abandoned_frozen && !owner_dead &&
                  young(cg.dir[slot], GC_POPULATED_AGE_S)))
                 continue;

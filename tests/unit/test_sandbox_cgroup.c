@@ -332,9 +332,10 @@ TEST(pool_never_lends_a_slot_a_task_is_left_in)
     pool_cleanup();
 }
 
-/* gc removes the slots of a pool whose process died (their lock is free)
- * and leaves a live pool's alone, also when asked about another state
- * directory (then the owner's pid decides). */
+/* gc removes the slots of a pool whose process died (their lock is free),
+ * at once even when they are young (a service restarted after a crash),
+ * and leaves a live pool's alone even when it is old, also when asked about
+ * another state directory (then the owner's pid decides). */
 static void backdate(const char *fmt, const char *a, const char *b)
 {
     char p[512];
@@ -354,13 +355,12 @@ TEST(gc_removes_a_dead_pool_and_leaves_a_live_one)
     ASSERT_EQ(pool_run("t-cg-pool-gc", "echo ok\n", 0, &r, err, sizeof err), 0);
     sandbox_result_free(&r);
     slot_name(live, sizeof live, 1);
-    /* a dead process's slot: pid 0 never names a process; its lock is free */
+    /* a dead process's slot (no process has pid 2147483646); its lock is free */
     const char *dead = "pool-2147483646-1";
     for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++) {
         char p[512];
         snprintf(p, sizeof p, "/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], dead);
-        ASSERT_EQ(mkdir(p, 0755), 0);
-        backdate("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], dead);
+        ASSERT_EQ(mkdir(p, 0755), 0); /* young: made just now */
         backdate("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], live);
     }
     char p[512];
@@ -368,7 +368,6 @@ TEST(gc_removes_a_dead_pool_and_leaves_a_live_one)
     FILE *f = fopen(p, "w");
     ASSERT(f != NULL);
     fclose(f);
-    backdate(POOL_SD "/%s%s", dead, ".lock");
     backdate(POOL_SD "/%s%s", live, ".lock");
     /* asked about another state directory first: the live slot's owner
      * (us) is alive, the dead one's is not */
