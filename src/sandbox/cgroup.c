@@ -39,12 +39,20 @@ const char *cgroup_mode_name(enum cgroup_mode m)
     }
 }
 
-int cgroup_read_file(const char *dir, const char *file, char *out, size_t outlen)
+/* dir/file, opened with flags (and O_CLOEXEC); -1 with errno on failure. */
+static int open_in(const char *dir, const char *file, int flags)
 {
     char path[CGROUP_PATH_MAX + 64];
-    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return -ENAMETOOLONG;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return open(path, flags | O_CLOEXEC);
+}
+
+int cgroup_read_file(const char *dir, const char *file, char *out, size_t outlen)
+{
+    int fd = open_in(dir, file, O_RDONLY);
     if (fd < 0)
         return -errno;
     size_t n = 0;
@@ -68,10 +76,7 @@ int cgroup_read_file(const char *dir, const char *file, char *out, size_t outlen
 
 int cgroup_write_file(const char *dir, const char *file, const char *val)
 {
-    char path[CGROUP_PATH_MAX + 64];
-    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return -ENAMETOOLONG;
-    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    int fd = open_in(dir, file, O_WRONLY | O_TRUNC);
     if (fd < 0)
         return -errno;
     size_t len = strlen(val);
@@ -387,14 +392,15 @@ _Static_assert(SF_N <= sizeof ((struct cgroup *)0)->sfd / sizeof(int), "sfd[] to
 
 /* Counters kept per slot: cpuacct usage, usage_user, usage_sys; blkio read,
  * write bytes (struct cgroup's base[] and raw[]). */
-enum { RAW_CPU, RAW_CPU_USER, RAW_CPU_SYS, RAW_IO_R, RAW_IO_W };
+enum { RAW_CPU, RAW_CPU_USER, RAW_CPU_SYS, RAW_IO_R, RAW_IO_W, RAW_N };
+_Static_assert(RAW_N == sizeof ((struct cgroup *)0)->base / sizeof(int64_t), "base[] size");
 
 struct cgroup_pool_slot {
     char name[48];                      /* pool-<pid>-<k> */
     char dir[CG_NCTL][CGROUP_PATH_MAX]; /* the slot's directories ("" elsewhere) */
     int lock_fd;                        /* flock on <state dir>/<name>.lock */
     int64_t quota;                      /* cpu.cfs_quota_us in force: -1 none, INT64_MIN unknown */
-    int64_t base[5];                    /* the counters when the last evaluation ended */
+    int64_t base[RAW_N];                /* the counters when the last evaluation ended */
     /* kept open for the slot's life: each directory's cgroup.procs (join,
      * then checked empty), and its counters (sfd[] indices; -1 none) */
     int procs_fd[CG_NCTL];
@@ -409,7 +415,7 @@ static struct {
     char parent[CGROUP_PATH_MAX];
     char sd[PATH_MAX];
     struct cgroup_pool_slot **slots;
-    size_t n, cap, lent;
+    size_t n, cap;
     unsigned made; /* slots made so far: names pool-<pid>-1, -2, ... */
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -429,15 +435,6 @@ static bool same_mounts(const struct cgroup_mounts *a, const struct cgroup_mount
         if (strcmp(a->v1[i], b->v1[i]) != 0)
             return false;
     return true;
-}
-
-/* dir/file, opened with flags (and O_CLOEXEC); -1 on failure. */
-static int open_in(const char *dir, const char *file, int flags)
-{
-    char path[CGROUP_PATH_MAX + 64];
-    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return -1;
-    return open(path, flags | O_CLOEXEC);
 }
 
 /* The slot's directory in controller i's hierarchy (co-mounted controllers
@@ -589,10 +586,8 @@ static struct cgroup_pool_slot *pool_get(const struct cgroup_mounts *m, const ch
         }
         if (!s && pool_room() && (s = slot_make()))
             pool.slots[pool.n++] = s;
-        if (s) {
+        if (s)
             s->lent = true;
-            pool.lent++;
-        }
     }
     pthread_mutex_unlock(&pool.mu);
     return s;
@@ -614,7 +609,6 @@ static int pool_put(struct cgroup *cg, char *err, size_t errlen)
     }
     pthread_mutex_lock(&pool.mu);
     s->lent = false;
-    pool.lent--;
     if (keep && pool.on) {
         pthread_mutex_unlock(&pool.mu);
         return 0;
@@ -669,14 +663,6 @@ void cgroup_pool_stop(void)
         pool.slots = NULL;
         pool.cap = 0;
     }
-    pthread_mutex_unlock(&pool.mu);
-}
-
-void cgroup_pool_counts(size_t *slots, size_t *lent)
-{
-    pthread_mutex_lock(&pool.mu);
-    *slots = pool.n;
-    *lent = pool.lent;
     pthread_mutex_unlock(&pool.mu);
 }
 
@@ -854,10 +840,7 @@ static int sample_read(struct cgroup *cg, int which, const char *dir, const char
                        size_t outlen)
 {
     if (!cg->sfd[which]) {
-        char path[CGROUP_PATH_MAX + 64];
-        if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-            return -ENAMETOOLONG;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open_in(dir, file, O_RDONLY);
         if (fd < 0)
             return -errno;
         cg->sfd[which] = fd + 1;

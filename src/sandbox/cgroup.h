@@ -131,8 +131,6 @@ int cgroup_pool_start(const struct cgroup_mounts *m, const char *parent, const c
 /* Remove every slot not lent out (those that are go when returned) and
  * stop lending. */
 void cgroup_pool_stop(void);
-/* Slots made so far, and those lent out now (for tests and metrics). */
-void cgroup_pool_counts(size_t *slots, size_t *lent);
 
 /* Parsers (exposed for the tests against recorded files). */
 /* "key value" lines (memory.events, cpu.stat, pids.events, oom_control): value of key. */

@@ -164,6 +164,18 @@ static void slot_name(char *out, size_t n, int k)
     snprintf(out, n, "pool-%d-%d", (int)getpid(), k);
 }
 
+/* rmdir the slot's directory in each pooled hierarchy; how many went. */
+static size_t slot_rmdirs(const char *slot)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], slot);
+        n += rmdir(p) == 0;
+    }
+    return n;
+}
+
 static long read_path_long(const char *fmt, const char *a, const char *b)
 {
     char p[512], buf[64] = "";
@@ -321,11 +333,7 @@ TEST(pool_never_lends_a_slot_a_task_is_left_in)
     ASSERT(exists("/sys/fs/cgroup/%s/" PARENT "/%s", "freezer", second));
     kill(ps.pid, SIGKILL);
     waitpid(ps.pid, NULL, 0);
-    for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++) {
-        char p[512];
-        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], ps.slot);
-        rmdir(p);
-    }
+    slot_rmdirs(ps.slot);
     char p[512];
     snprintf(p, sizeof p, POOL_SD "/%s.lock", ps.slot);
     unlink(p);
@@ -407,16 +415,56 @@ TEST(pool_drops_a_slot_removed_from_outside)
     ASSERT_EQ(r.status, SANDBOX_COMPLETED);
     sandbox_result_free(&r);
     slot_name(slot, sizeof slot, 1);
-    for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++) {
-        char p[512];
-        snprintf(p, sizeof p, "/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], slot);
-        ASSERT_EQ(rmdir(p), 0);
-    }
+    ASSERT_EQ(slot_rmdirs(slot), sizeof pooled_hier / sizeof pooled_hier[0]);
     int rc = pool_run("t-cg-pool-rm2", "echo ok\n", 0, &r, err, sizeof err);
     ASSERT_MSG(rc == 0 && r.status == SANDBOX_COMPLETED, "rc %d: %s", rc, err);
     sandbox_result_free(&r);
     ASSERT(!exists(POOL_SD "/%s%s", slot, ".lock"));
     slot_name(slot, sizeof slot, 2);
     ASSERT(exists("/sys/fs/cgroup/%s/" PARENT "/%s", "cpuacct", slot));
+    pool_cleanup();
+}
+
+/* A pool stopped while a run holds a slot (a worker pool stops only once
+ * its workers are done; this is the order the engine must survive anyway):
+ * the free slots go at once, the lent one when its run returns it, and the
+ * run itself completes. */
+struct pool_bg_run {
+    struct sandbox_result r;
+    char err[256];
+    int rc;
+};
+
+static void *pool_bg_main(void *arg)
+{
+    struct pool_bg_run *b = arg;
+    b->rc = pool_run("t-cg-pool-stop-lent", "sleep 0.3\n", 0, &b->r, b->err, sizeof b->err);
+    return NULL;
+}
+
+TEST(pool_stopped_while_a_slot_is_lent_removes_it_when_it_comes_back)
+{
+    if (!sb_need_root())
+        return;
+    mkdir(POOL_SD, 0711);
+    char err[256], slot[64];
+    ASSERT_EQ(sandbox_cgroup_pool_start(POOL_SD, PARENT, err, sizeof err), 1);
+    slot_name(slot, sizeof slot, 1);
+    struct pool_bg_run b = {.rc = -1};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, pool_bg_main, &b), 0);
+    for (int i = 0; i < 500 && !exists("/sys/fs/cgroup/%s/" PARENT "/%s", "cpuacct", slot); i++)
+        usleep(1000);
+    bool lent = exists("/sys/fs/cgroup/%s/" PARENT "/%s", "cpuacct", slot);
+    sandbox_cgroup_pool_stop();
+    bool kept_while_lent = exists("/sys/fs/cgroup/%s/" PARENT "/%s", "cpuacct", slot);
+    pthread_join(t, NULL);
+    ASSERT(lent);
+    ASSERT(kept_while_lent);
+    ASSERT_MSG(b.rc == 0 && b.r.status == SANDBOX_COMPLETED, "rc %d: %s", b.rc, b.err);
+    sandbox_result_free(&b.r);
+    for (size_t i = 0; i < sizeof pooled_hier / sizeof pooled_hier[0]; i++)
+        ASSERT(!exists("/sys/fs/cgroup/%s/" PARENT "/%s", pooled_hier[i], slot));
+    ASSERT(!exists(POOL_SD "/%s%s", slot, ".lock"));
     pool_cleanup();
 }
