@@ -128,6 +128,7 @@ struct nrun {
     int pidfd;
     bool spawned; /* init is the spawner's child, not ours */
     int mntns_fd; /* init's mount namespace, held so that init's exit need not tear it down */
+    int held_netns; /* init's network namespace, for netns_batch.c (or -1) */
     int decided; /* a status decided by a limit/cancel, or -1 */
     bool killed; /* we killed the sandbox */
     bool prog_done;
@@ -935,7 +936,7 @@ static int spawn_blob_read(const char *p, size_t len, struct nrun *n)
         n->prog.len = (unsigned short)(pl / sizeof *insns);
     }
     n->decided = -1;
-    n->lock_fd = n->pidfd = n->mntns_fd = -1;
+    n->lock_fd = n->pidfd = n->mntns_fd = n->held_netns = -1;
     n->parent_cpu = -1; /* the spawner sleeps right after the clone */
     return 0;
 }
@@ -1623,7 +1624,39 @@ static void on_netwatch(const struct netwatch_event *ev, void *arg)
     pthread_mutex_unlock(&n->ev_lock);
 }
 
-/* Receive one control message; returns its length (0 = EOF) and any fds. */
+#ifndef PIDFD_GET_NET_NAMESPACE
+#define PIDFD_GET_NET_NAMESPACE _IO(0xFF, 4) /* Linux 6.11 */
+#endif
+
+/* An fd to init's network namespace (it has joined it once it sent "M"), or
+ * -1: through the pidfd where the kernel can (exact), else /proc/<pid>/ns/net
+ * and a check that init still lives (so the pid was not reused meanwhile:
+ * init is not reaped while it lives). Only held for netns_batch.c, never
+ * entered; a miss just lets the namespace go with init, as without batching. */
+bool sandbox__netns_via_proc;
+
+static int init_netns_open(struct nrun *n)
+{
+    int fd = n->pidfd >= 0 && !sandbox__netns_via_proc
+                 ? ioctl(n->pidfd, PIDFD_GET_NET_NAMESPACE, 0)
+                 : -1;
+    if (fd >= 0) {
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    if (n->init_pid <= 0 || n->pidfd < 0)
+        return -1;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/ns/net", (int)n->init_pid);
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && syscall(SYS_pidfd_send_signal, n->pidfd, 0, NULL, 0) < 0)
+        close_fd(&fd);
+    return fd;
+}
+
 /* Wait until the program has exec'd (or setup failed). */
 static int setup_wait(struct nrun *n, char *err, size_t errlen)
 {
@@ -1672,6 +1705,8 @@ static int setup_wait(struct nrun *n, char *err, size_t errlen)
                 got[ngot++] = fds[i];
         } else if (msg[0] == 'M' && len == 2) {
             mark(n, "root_built");
+            if (n->held_netns < 0 && sandbox__netns_batching())
+                n->held_netns = init_netns_open(n);
             int mask = msg[1] - '0';
             size_t k = 0;
             for (int i = 0; i < NETWATCH_DNS_NFDS; i++)
@@ -2125,7 +2160,7 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
     n->r = r;
     n->t0 = time_mono_ns();
     n->decided = -1;
-    n->lock_fd = n->stdin_fd = n->pidfd = n->mntns_fd = -1;
+    n->lock_fd = n->stdin_fd = n->pidfd = n->mntns_fd = n->held_netns = -1;
     n->out_p[0] = n->out_p[1] = n->err_p[0] = n->err_p[1] = -1;
     n->ctl[0] = n->ctl[1] = n->status_p[0] = n->status_p[1] = -1;
     pthread_mutex_init(&n->ev_lock, NULL);
@@ -2458,6 +2493,9 @@ out:;
     if (n->state_made || n->lock_made || n->lock_fd >= 0) /* a setup that failed before the supervisor */
         state_cleanup(n);
     close_fd(&n->mntns_fd);
+    /* every process of the sandbox is gone: its namespace may wait for a batch */
+    sandbox__netns_put(n->held_netns);
+    n->held_netns = -1;
     close_fd(&n->pidfd);
     close_fd(&n->stdin_fd);
     close_fd(&n->ctl[0]);

@@ -189,6 +189,19 @@ int sandbox_cgroup_pool_start(const char *state_dir, const char *cgroup_parent, 
                               size_t errlen);
 void sandbox_cgroup_pool_stop(void);
 
+/* Hold each finished sandbox's network namespace and let them go together,
+ * up to max at a time (at most SANDBOX_NETNS_BATCH_MAX; 0 or 1: each run
+ * lets its own go, the default): the kernel tears a batch of namespaces down
+ * for about half the CPU of one at a time (docs/sandbox.md "Network
+ * namespaces in batches"). For a long-lived process that runs many sandboxes
+ * (clearbox serve). A held namespace has no process left in it; none is held
+ * for more than about 2 s past the next run's end. sandbox_netns_flush lets
+ * the held ones go now (a worker with nothing to do calls it); changing max
+ * flushes too. */
+#define SANDBOX_NETNS_BATCH_MAX 32
+void sandbox_netns_batch(unsigned max);
+void sandbox_netns_flush(void);
+
 void sandbox_control_init(struct sandbox_control *c);
 void sandbox_control_kill(struct sandbox_control *c);
 bool sandbox_control_killed(struct sandbox_control *c);

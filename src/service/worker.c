@@ -723,6 +723,8 @@ static void *worker_main(void *arg)
         }
         atomic_store(&w->busy, false);
         atomic_fetch_sub(&pool->busy, 1);
+        if (rc != 0) /* nothing claimed: no batch to wait for */
+            sandbox_netns_flush();
         pthread_mutex_lock(&pool->mu);
         pthread_cond_broadcast(&pool->idle_cv);
         if (rc == 0) {
@@ -1094,6 +1096,7 @@ static void pool_free(struct worker_pool *pool)
         audit_log_close(pool->audit);
     if (pool->cgroup_pool) /* every worker has returned its slot */
         sandbox_cgroup_pool_stop();
+    sandbox_netns_batch(0); /* lets the held ones go */
     node_unlock(pool); /* a clean stop or a failed start: no crash */
     if (!pool->lg_borrowed)
         log_free(pool->lg);
@@ -1222,6 +1225,9 @@ int worker_pool_start(const struct worker_options *opts, worker_pool_t **out, ch
     if (cp < 0)
         log_warning(pool->lg, "worker.cgroup_pool_failed", LOG_STR("error", cperr));
     pool->cgroup_pool = cp == 1;
+    /* finished sandboxes' network namespaces go in batches, for about half
+     * the kernel's CPU (docs/sandbox.md "Network namespaces in batches") */
+    sandbox_netns_batch(SANDBOX_NETNS_BATCH_MAX);
     if (o->audit) {
         pool->audit = o->audit;
     } else if (o->audit_path) {

@@ -45,9 +45,9 @@ if [ -z "$listen" ]; then bad "service.started with the listen address"; tail -5
 ok "service.started logged with listen=$listen"
 base="http://$listen"
 
-$PY - "$base" >"$tmp/run.out" 2>&1 <<'PYEOF'
-import json, sys, time, urllib.request
-base = sys.argv[1]
+$PY - "$base" "$pid" >"$tmp/run.out" 2>&1 <<'PYEOF'
+import json, os, sys, time, urllib.request
+base, pid = sys.argv[1], sys.argv[2]
 def get(p):
     with urllib.request.urlopen(base + p, timeout=30) as r: return r.status, json.load(r)
 def post(p, obj):
@@ -60,6 +60,23 @@ for _ in range(100):
     except Exception: pass
     time.sleep(0.2)
 print("ready", get("/readyz")[0])
+# a few quick ones; once the queue is empty the worker lets the finished
+# sandboxes' network namespaces go (they are held for a batch while it is busy)
+st, b = post("/v1/evaluations/batch", {"evaluations": [{"code": "true", "language": "sh"}] * 3})
+ids = [it["id"] for it in b["items"]]
+for _ in range(200):
+    if all(get("/v1/evaluations/" + i)[1]["status"] == "completed" for i in ids): break
+    time.sleep(0.05)
+def held():
+    n = 0
+    for fd in os.listdir("/proc/%s/fd" % pid):
+        try: n += os.readlink("/proc/%s/fd/%s" % (pid, fd)).startswith("net:[")
+        except OSError: pass
+    return n
+for _ in range(40):
+    if held() == 0: break
+    time.sleep(0.05)
+print("quick", [get("/v1/evaluations/" + i)[1]["status"] for i in ids].count("completed"), "held", held())
 st, s = post("/v1/evaluations", {"code": "sleep 2; echo done", "language": "sh"})
 print("submitted", st, s["id"])
 for _ in range(100):
@@ -69,6 +86,8 @@ print("running", get("/v1/evaluations/" + s["id"])[1]["status"])
 PYEOF
 grep -q "^ready 200" "$tmp/run.out" && ok "readyz 200 with a worker and the sandbox self-check" \
     || bad "readyz: $(cat "$tmp/run.out")"
+grep -q "^quick 3 held 0" "$tmp/run.out" && ok "idle: no finished sandbox's network namespace held" \
+    || bad "namespaces after the queue drained: $(grep '^quick' "$tmp/run.out")"
 id=$(sed -n 's/^submitted 202 //p' "$tmp/run.out")
 [ -n "$id" ] && ok "submit 202" || bad "submit: $(cat "$tmp/run.out")"
 grep -q "^running running" "$tmp/run.out" && ok "evaluation is running" || bad "not running: $(cat "$tmp/run.out")"
