@@ -343,6 +343,31 @@ TEST(program_gets_the_callers_cpu_mask)
     sched_setaffinity(0, sizeof all, &all);
 }
 
+/* The host's root, on which init pivots, is detached before the program
+ * runs: `..` from a top-level directory is the sandbox's own root (while the
+ * old root sits on the new one, `..` steps into it), and the mount table
+ * holds only the sandbox's mounts, none of the host's. */
+TEST(the_old_root_is_gone_before_the_program_runs)
+{
+    if (!sb_need_root())
+        return;
+    struct sandbox_spec s;
+    sb_spec(&s, "sh",
+            "for d in / /usr/.. /proc/.. /work/.. /tmp/.. /dev/..; do stat -c '%d:%i' $d; done "
+            "| sort -u | wc -l\n"
+            "cut -d' ' -f5 /proc/self/mountinfo | grep -c -v -x -E "
+            "'/|/usr|/dev/(null|zero|full|random|urandom)|/work|/tmp|/proc|/proc/sys'\n"
+            "cut -d' ' -f5 /proc/self/mountinfo | grep -c -x /\n");
+    s.eval_id = "t-old-root";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    /* one directory behind every "..", no mount point of the host's, one root */
+    ASSERT_STREQ(r.out.data, "1\n0\n1\n");
+    sandbox_result_free(&r);
+}
+
 TEST(exit_code_stdin_and_files)
 {
     if (!sb_need_root())
