@@ -18,9 +18,13 @@
  *     batches of 100, waited for (every record checked: completed, exit 0,
  *     stdout "1\n"); time from the first submit to the last finished_at.
  *     Baseline: /usr/bin/python3 main.py (stdout through a pipe, checked),
- *     N runs on as many parallel lanes as workers. Five rounds interleave
- *     bare/service; the best round of each counts (a note gives all rounds
- *     together as well). Target >= 75% of bare.
+ *     N runs on as many parallel lanes as workers. Nine rounds, each a pair
+ *     run back to back (bare first in even rounds, the service first in odd
+ *     ones); the figure is the round with the median ratio of the pair's
+ *     two rates. On a shared machine the contention moves within seconds:
+ *     a pair compares one moment, while each side's best round compares two
+ *     different ones (notes give that and all rounds together as well).
+ *     Target >= 75% of bare.
  *  4. Submit throughput: wrk -t2 -c16 with a Lua script POSTing print(1) to
  *     /v1/evaluations; baseline: the same wrk against GET /healthz. During
  *     this phase every worker is held by a sleeping evaluation (priority 9),
@@ -1151,18 +1155,28 @@ static void phase_metrics(struct conn *c)
 
 static void phase_e2e(struct conn *c)
 {
-    int rounds = bench_quick() ? 1 : 5, n = bench_quick() ? 40 : 120;
+    enum { ROUNDS_MAX = 9 };
+    int rounds = bench_quick() ? 1 : ROUNDS_MAX, n = bench_quick() ? 40 : 120;
     double best_s = 0, best_b = 0, bare_cpu = 0, sum_s = 0, sum_b = 0; /* seconds */
+    double rs[ROUNDS_MAX], rb[ROUNDS_MAX], ratio[ROUNDS_MAX], sorted[ROUNDS_MAX];
     struct e2e_stats es = {0};
-    char all[512] = "", spread[1024] = "";
+    char all[768] = "", spread[1536] = "";
     size_t off = 0, soff = 0;
     for (int r = 0; r < rounds; r++) {
-        double bc;
-        double b = bare_round(n, &bc);
+        double bc, b, s;
         struct e2e_stats m;
-        double s = service_round(c, n, &m);
+        if (r % 2 == 0) {
+            b = bare_round(n, &bc);
+            s = service_round(c, n, &m);
+        } else {
+            s = service_round(c, n, &m);
+            b = bare_round(n, &bc);
+        }
         sum_b += n / b;
         sum_s += n / s;
+        rs[r] = s;
+        rb[r] = b;
+        ratio[r] = sorted[r] = s / b;
         if (b > best_b) {
             best_b = b;
             bare_cpu = bc;
@@ -1171,17 +1185,28 @@ static void phase_e2e(struct conn *c)
             best_s = s;
             es = m;
         }
-        off += (size_t)snprintf(all + off, sizeof all - off, "%s%.1f/%.1f", r ? ", " : "", s, b);
+        if (off < sizeof all)
+            off += (size_t)snprintf(all + off, sizeof all - off, "%s%.1f/%.1f", r ? ", " : "", s,
+                                    b);
         if (soff < sizeof spread)
             soff += (size_t)snprintf(spread + soff, sizeof spread - soff, "%s[%s]", r ? " " : "",
                                      m.per_worker);
     }
+    qsort(sorted, (size_t)rounds, sizeof sorted[0], cmp_double);
+    int med = 0; /* the round whose ratio is the median (rounds is odd) */
+    for (int r = 0; r < rounds; r++)
+        if (ratio[r] == sorted[rounds / 2])
+            med = r;
     bench_note("end to end, %d print(1) evaluations per round, %d workers vs %d bare lanes; "
-               "rounds (service/bare per s): %s; evaluations per worker: %s",
+               "rounds (service/bare per s, each pair back to back): %s; evaluations per "
+               "worker: %s",
                n, workers, workers, all, spread);
-    bench_note("over all %d rounds together: %.1f evals/s against %.1f bare runs/s (%.0f%%); "
-               "the figure takes each side's best round (noise only lowers a throughput)",
-               rounds, rounds * n / sum_s, rounds * n / sum_b, 100 * sum_b / sum_s);
+    bench_note("ratio per round from %.0f%% to %.0f%%, median %.0f%% (round %d); each side's "
+               "best round: %.1f evals/s against %.1f bare runs/s (%.0f%%); all rounds together: "
+               "%.1f against %.1f (%.0f%%)",
+               100 * sorted[0], 100 * sorted[rounds - 1], 100 * ratio[med], med + 1, best_s,
+               best_b, 100 * best_s / best_b, rounds * n / sum_s, rounds * n / sum_b,
+               100 * sum_b / sum_s);
     bench_note("best service round, mean per evaluation: started_at..finished_at %.1f ms, "
                "sandbox duration_ms %.1f (create %.1f, execute %.1f, teardown %.1f); "
                "a bare run takes %.1f ms per lane",
@@ -1196,10 +1221,11 @@ static void phase_e2e(struct conn *c)
                "idle %.1f ms (/proc/stat over the round on %ld CPUs, the benchmark's polling "
                "included, the idle after the last finish left out)",
                es.machine_busy, es.machine_idle, sysconf(_SC_NPROCESSORS_ONLN));
-    char target[64];
-    snprintf(target, sizeof target, "target >= 75%% of baseline (%.0f%%)", 100 * best_s / best_b);
-    figure("e2e_evaluations", best_s, "evals/s", "bare_python3_runs", best_b, "runs/s", target,
-           best_s >= 0.75 * best_b);
+    char target[96];
+    snprintf(target, sizeof target, "target >= 75%% of baseline (%.0f%%, median of %d pairs)",
+             100 * ratio[med], rounds);
+    figure("e2e_evaluations", rs[med], "evals/s", "bare_python3_runs", rb[med], "runs/s", target,
+           ratio[med] >= 0.75);
 }
 
 /* wrk somewhere on PATH? */
