@@ -30,7 +30,10 @@
 #   by run id, "<eval_id>-<attempt>"). The test fails when two intervals of
 #   one evaluation overlap, and when the number of claimed lines of an
 #   evaluation differs from the record's `attempts` (so no claim escaped the
-#   logs). What is NOT proven: exclusion inside one sandbox_run call (the
+#   logs), but for one case: the kill -9 can land between a claim's commit and
+#   its line in process 1 (at most one per worker; that attempt's sandbox died
+#   with process 1, and the evaluation's later attempts, all in later
+#   processes, have their lines). What is NOT proven: exclusion inside one sandbox_run call (the
 #   store's lease is the only guard there), and anything about evaluations
 #   whose submit was cut by the crash and never answered (they are checked
 #   for a terminal status only, via the list).
@@ -348,14 +351,27 @@ for n in (1, 2, 3):
         spans.setdefault(i, []).append((t0, end_, n, w, a))
 unended = [(i, s) for i, v in spans.items() for s in v if s[1] is None]
 say(not unended, "every attempt of the live processes has an end line (%s)" % unended[:2])
-overlap, miscount = [], []
+overlap, miscount, lost_claim = [], [], []
 for i in acc:
     v = sorted(s for s in spans.get(i, []) if s[1] is not None)
     for a, b in zip(v, v[1:]):
         if b[0] <= a[1]: overlap.append((i, a, b))
-    if len(spans.get(i, [])) != recs[i]["attempts"]:
+    seen = {s[4] for s in spans.get(i, [])}
+    missing = set(range(1, recs[i]["attempts"] + 1)) - seen
+    # kill -9 can land between process 1's claim commit and its
+    # evaluation.claimed line (a finish that claims the next evaluation logs
+    # the finish first): that attempt leaves no line, but only in process 1,
+    # at most one per evaluation, and a later attempt, in a later process
+    # (after the restart requeued it), has its line. Its sandbox died with
+    # process 1, before any later process started, so it overlaps nothing.
+    if len(missing) == 1 and min(missing) < max(seen or {0}) and \
+            not any(s[2] == 1 for s in spans.get(i, [])):
+        lost_claim.append(i)
+    elif missing or len(spans.get(i, [])) != recs[i]["attempts"]:
         miscount.append("%s: %d claimed lines, attempts=%d" % (i, len(spans.get(i, [])), recs[i]["attempts"]))
-say(not miscount, "claimed lines in the logs == the records' attempts (%s)" % miscount[:2])
+say(not miscount and len(lost_claim) <= 3,  # process 1 runs 3 workers
+    "claimed lines in the logs == the records' attempts, but for %d claim line(s) the kill "
+    "cut off in process 1 (%s)" % (len(lost_claim), miscount[:2]))
 say(not overlap, "no evaluation ran twice at the same time: %d attempts over %d evaluations, "
     "intervals disjoint (%s)" % (sum(len(v) for v in spans.values()), len(spans), overlap[:1]))
 print("DONE")
