@@ -1628,25 +1628,21 @@ static void on_netwatch(const struct netwatch_event *ev, void *arg)
 #define PIDFD_GET_NET_NAMESPACE _IO(0xFF, 4) /* Linux 6.11 */
 #endif
 
-/* An fd to init's network namespace (it has joined it once it sent "M"), or
- * -1: through the pidfd where the kernel can (exact), else /proc/<pid>/ns/net
- * and a check that init still lives (so the pid was not reused meanwhile:
- * init is not reaped while it lives). Only held for netns_batch.c, never
- * entered; a miss just lets the namespace go with init, as without batching. */
-bool sandbox__netns_via_proc;
+bool sandbox__netns_via_proc; /* tests: take the /proc way below */
 
+/* An fd to init's network namespace (it has joined it once it sent "M"), or
+ * -1: through the pidfd where the kernel can (exact; the fd comes
+ * close-on-exec), else /proc/<pid>/ns/net and a check that init still lives
+ * (so the pid was not reused meanwhile: init is not reaped while it lives).
+ * Only held for netns_batch.c, never entered; a miss just lets the namespace
+ * go with init, as without batching. */
 static int init_netns_open(struct nrun *n)
 {
     int fd = n->pidfd >= 0 && !sandbox__netns_via_proc
                  ? ioctl(n->pidfd, PIDFD_GET_NET_NAMESPACE, 0)
                  : -1;
-    if (fd >= 0) {
-        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-            close(fd);
-            return -1;
-        }
+    if (fd >= 0)
         return fd;
-    }
     if (n->init_pid <= 0 || n->pidfd < 0)
         return -1;
     char p[64];

@@ -52,18 +52,6 @@ static void close_all(const int *fds, unsigned k)
         close(fds[i]);
 }
 
-void sandbox_netns_batch(unsigned max)
-{
-    if (max > SANDBOX_NETNS_BATCH_MAX)
-        max = SANDBOX_NETNS_BATCH_MAX;
-    int out[SANDBOX_NETNS_BATCH_MAX];
-    pthread_mutex_lock(&nb_mu);
-    nb_max = max > 1 ? max : 0;
-    unsigned k = take_locked(out);
-    pthread_mutex_unlock(&nb_mu);
-    close_all(out, k);
-}
-
 void sandbox_netns_flush(void)
 {
     int out[SANDBOX_NETNS_BATCH_MAX];
@@ -71,6 +59,16 @@ void sandbox_netns_flush(void)
     unsigned k = take_locked(out);
     pthread_mutex_unlock(&nb_mu);
     close_all(out, k);
+}
+
+void sandbox_netns_batch(unsigned max)
+{
+    if (max > SANDBOX_NETNS_BATCH_MAX)
+        max = SANDBOX_NETNS_BATCH_MAX;
+    pthread_mutex_lock(&nb_mu);
+    nb_max = max > 1 ? max : 0;
+    pthread_mutex_unlock(&nb_mu);
+    sandbox_netns_flush();
 }
 
 bool sandbox__netns_batching(void)

@@ -3,9 +3,11 @@
  * in batches"). Real namespaces: run as root. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox/internal.h"
@@ -39,6 +41,12 @@ static int held_netns(char held[][64], int max)
     }
     closedir(d);
     return n;
+}
+
+static int nheld(void)
+{
+    char held[HELD_MAX][64];
+    return held_netns(held, HELD_MAX);
 }
 
 static bool holds(const char *ns)
@@ -97,10 +105,10 @@ TEST(off_a_run_keeps_no_namespace)
     if (!sb_need_root())
         return;
     sandbox_netns_batch(0);
-    char held[HELD_MAX][64], ns[64];
-    ASSERT_EQ(held_netns(held, HELD_MAX), 0);
+    char ns[64];
+    ASSERT_EQ(nheld(), 0);
     run_ns("t-netns-off", PRINT_NS, ns, sizeof ns);
-    ASSERT_EQ(held_netns(held, HELD_MAX), 0);
+    ASSERT_EQ(nheld(), 0);
 }
 
 /* On: each finished run's own namespace is held (the one its program ran
@@ -127,6 +135,68 @@ TEST(held_namespaces_are_the_runs_and_go_as_a_batch)
     ASSERT(holds(a));
     sandbox_netns_batch(0);
     ASSERT_EQ(held_netns(held, HELD_MAX), 0);
+}
+
+/* A batch never holds more than SANDBOX_NETNS_BATCH_MAX, whatever was asked
+ * for: the run that makes it full lets them all go. */
+TEST(a_batch_holds_at_most_the_maximum)
+{
+    if (!sb_need_root())
+        return;
+    char ns[64], id[32];
+    sandbox_netns_batch(SANDBOX_NETNS_BATCH_MAX + 100);
+    for (int i = 1; i < SANDBOX_NETNS_BATCH_MAX; i++) {
+        snprintf(id, sizeof id, "t-netns-max%d", i);
+        run_ns(id, PRINT_NS, ns, sizeof ns);
+    }
+    ASSERT_EQ(nheld(), SANDBOX_NETNS_BATCH_MAX - 1);
+    run_ns("t-netns-max-last", PRINT_NS, ns, sizeof ns);
+    ASSERT_EQ(nheld(), 0);
+    sandbox_netns_batch(0);
+}
+
+/* None waits long for a batch: a run that ends when the oldest held one is
+ * 2 s old lets them all go, its own too. */
+TEST(an_old_batch_goes_with_the_next_run)
+{
+    if (!sb_need_root())
+        return;
+    char ns[64];
+    sandbox_netns_batch(8);
+    run_ns("t-netns-old1", PRINT_NS, ns, sizeof ns);
+    ASSERT_EQ(nheld(), 1);
+    struct timespec ts = {2, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    ASSERT_EQ(nheld(), 1); /* nothing goes by itself */
+    run_ns("t-netns-old2", PRINT_NS, ns, sizeof ns);
+    ASSERT_EQ(nheld(), 0);
+    sandbox_netns_batch(0);
+}
+
+/* The held fds are close-on-exec, either way they were opened: a program the
+ * service execs (none does today) must not inherit them. */
+TEST(held_namespaces_are_close_on_exec)
+{
+    if (!sb_need_root())
+        return;
+    char ns[64];
+    sandbox_netns_batch(4);
+    run_ns("t-netns-cloexec1", PRINT_NS, ns, sizeof ns);
+    sandbox__netns_via_proc = true;
+    run_ns("t-netns-cloexec2", PRINT_NS, ns, sizeof ns);
+    sandbox__netns_via_proc = false;
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        char p[64], t[64] = "";
+        snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+        if (readlink(p, t, sizeof t - 1) <= 0 || strncmp(t, "net:[", 5) != 0)
+            continue;
+        int fl = fcntl(fd, F_GETFD);
+        ASSERT_MSG(fl >= 0 && (fl & FD_CLOEXEC), "fd %d (%s) is not close-on-exec", fd, t);
+        n++;
+    }
+    ASSERT(n >= 2);
+    sandbox_netns_batch(0);
 }
 
 /* A held namespace has no process in it, even when the program left
