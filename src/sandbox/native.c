@@ -1021,6 +1021,147 @@ static void spawner_own_netns(void)
     close(host);
 }
 
+/* ---- the spawner's mount table ------------------------------------------------
+ *
+ * Every init starts as a copy of its parent's mount table (CLONE_NEWNS), makes
+ * it private, pivots away from it and detaches it: all of it work per mount,
+ * ~5 us each measured (docs/benchmarks.md), which on a host with hundreds of
+ * mounts (containers' overlays, kubelet volumes, snaps) is milliseconds per
+ * evaluation. init binds each host path it uses plainly (never recursively),
+ * so it needs only the mount that holds each of those paths and that mount's
+ * ancestors; a fresh /proc needs a fully visible /proc beside it (with what is
+ * mounted below it). So the spawner moves into a mount namespace of its own,
+ * a slave of the host's (the host's later changes to the mounts it keeps
+ * still reach it), and detaches every other mount there. Only runs that use
+ * the spawner's state directory and the host's root (the service's runs) go
+ * through it; any other clones init directly (spawner_covers). */
+struct spawner_paths {
+    const char *state_dir; /* as the runs name it (n->sd is below it) */
+    char state_real[PATH_MAX];
+};
+
+/* p is dir or below it */
+static bool path_under(const char *p, const char *dir)
+{
+    size_t l = strlen(dir);
+    if (l == 1 && dir[0] == '/')
+        return p[0] == '/';
+    return strncmp(p, dir, l) == 0 && (p[l] == '\0' || p[l] == '/');
+}
+
+/* realpath() of the longest existing prefix of path, the rest appended. */
+static void resolve_prefix(const char *path, char *out, size_t n)
+{
+    char head[PATH_MAX], buf[PATH_MAX];
+    snprintf(head, sizeof head, "%s", path);
+    for (;;) {
+        if (realpath(head, buf)) {
+            const char *rest = path + strlen(head);
+            snprintf(out, n, "%s%s", strcmp(buf, "/") == 0 && *rest ? "" : buf, rest);
+            return;
+        }
+        char *slash = strrchr(head, '/');
+        if (!slash || slash == head) {
+            snprintf(out, n, "%s", path);
+            return;
+        }
+        *slash = '\0';
+    }
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo */
+static void mountinfo_unescape(char *s)
+{
+    char *d = s;
+    while (*s) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+            s += 4;
+        } else {
+            *d++ = *s++;
+        }
+    }
+    *d = '\0';
+}
+
+/* Does init need the mount at mount point mp (see above)? */
+static bool spawner_mount_needed(const char *mp, const struct spawner_paths *sp)
+{
+    char p[PATH_MAX];
+    if (path_under(sp->state_real, mp) || path_under(mp, sp->state_real) ||
+        path_under("/usr", mp) || path_under("/proc", mp) || path_under(mp, "/proc"))
+        return true;
+    for (size_t i = 0; i < ROOTTMPL_NTOPS; i++) {
+        snprintf(p, sizeof p, "/%s", roottmpl_tops[i]);
+        if (path_under(p, mp))
+            return true;
+    }
+    for (size_t i = 0; i < ROOTTMPL_NDEVS; i++) {
+        snprintf(p, sizeof p, "/dev/%s", roottmpl_devs[i]);
+        if (path_under(p, mp))
+            return true;
+    }
+    return false;
+}
+
+/* In the spawner, before it serves: the namespace above. Returns how many
+ * mounts it detached, or -errno (the spawner then stays in the host's
+ * namespace when unshare itself failed, which only costs time). */
+static int spawner_trim_mounts(const struct spawner_paths *sp)
+{
+    if (unshare(CLONE_NEWNS) < 0)
+        return -errno;
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        return -errno;
+    int detached = 0;
+    /* a detach takes what is mounted below too, and a mount point may hold
+     * several mounts stacked: read again until nothing unneeded is left */
+    for (int pass = 0; pass < 8; pass++) {
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        if (!f)
+            return -errno;
+        char line[8192];
+        char(*todo)[PATH_MAX] = NULL;
+        size_t nt = 0, cap = 0;
+        while (fgets(line, sizeof line, f)) {
+            /* id parent major:minor root mount-point options ... */
+            char *sv = NULL, *mp = NULL;
+            char *t = strtok_r(line, " ", &sv);
+            for (int i = 0; t && i < 4; i++)
+                t = strtok_r(NULL, " ", &sv);
+            mp = t;
+            if (!mp)
+                continue;
+            mountinfo_unescape(mp);
+            if (spawner_mount_needed(mp, sp))
+                continue;
+            if (nt == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                void *m = realloc(todo, nc * sizeof *todo);
+                if (!m)
+                    break;
+                todo = m;
+                cap = nc;
+            }
+            snprintf(todo[nt++], PATH_MAX, "%s", mp);
+        }
+        fclose(f);
+        if (nt == 0) {
+            free(todo);
+            return detached;
+        }
+        int before = detached;
+        for (size_t i = nt; i-- > 0;) /* children before their parents */
+            if (umount2(todo[i], MNT_DETACH) == 0)
+                detached++;
+        free(todo);
+        if (detached == before)
+            return detached; /* nothing more will go */
+    }
+    return detached;
+}
+
 static void spawner_main(int sock) __attribute__((noreturn));
 static void spawner_main(int sock)
 {
@@ -1042,7 +1183,22 @@ static struct {
     pthread_mutex_t mu;
     int sock; /* our end, -1: none (or it died) */
     pid_t pid;
-} spw = {PTHREAD_MUTEX_INITIALIZER, -1, -1};
+    bool trimmed;                   /* it runs in its trimmed mount namespace */
+    char state_dir[PATH_MAX / 4]; /* ... kept for runs below this state directory */
+} spw = {PTHREAD_MUTEX_INITIALIZER, -1, -1, false, ""};
+
+/* Can init of this run come from the spawner? Only if what init will look
+ * for on the host is in the spawner's trimmed mount table: the run's state
+ * directory below the spawner's, the host's root (no rootfs), the workspace
+ * made by init (with --output-dir the parent mounts it on the host, where
+ * the spawner may not see it). */
+static bool spawner_covers(const struct nrun *n)
+{
+    if (!spw.trimmed)
+        return true;
+    return n->ws_in_init && n->rootfs[0] == '\0' && path_under(n->sd, spw.state_dir) &&
+           (!n->tmpl[0] || path_under(n->tmpl, spw.state_dir));
+}
 
 int sandbox_spawner_start(char *err, size_t errlen)
 {
@@ -1058,6 +1214,11 @@ int sandbox_spawner_start(char *err, size_t errlen)
         pthread_mutex_unlock(&spw.mu);
         return err_sys(err, errlen, -errno, "spawner socketpair");
     }
+    struct spawner_paths sp;
+    char sd[sizeof spw.state_dir];
+    sandbox_state_dir_default(sd, sizeof sd);
+    sp.state_dir = sd;
+    resolve_prefix(sd, sp.state_real, sizeof sp.state_real);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -1077,14 +1238,16 @@ int sandbox_spawner_start(char *err, size_t errlen)
             _exit(1);
         syscall(SYS_close_range, 4u, ~0u, 0u);
         spawner_own_netns();
-        if (send(3, "R", 1, MSG_NOSIGNAL) != 1) /* ready */
+        /* ready: "R1" in its trimmed mount namespace, "R0" in the host's */
+        const char *ready = spawner_trim_mounts(&sp) >= 0 ? "R1" : "R0";
+        if (send(3, ready, 2, MSG_NOSIGNAL) != 2)
             _exit(1);
         spawner_main(3);
     }
     close(sv[1]);
-    char ready = 0;
+    char ready[2] = {0, 0};
     struct pollfd pf = {.fd = sv[0], .events = POLLIN};
-    if (poll(&pf, 1, 5000) != 1 || recv(sv[0], &ready, 1, 0) != 1 || ready != 'R') {
+    if (poll(&pf, 1, 5000) != 1 || recv(sv[0], ready, 2, 0) != 2 || ready[0] != 'R') {
         close(sv[0]);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -1093,6 +1256,8 @@ int sandbox_spawner_start(char *err, size_t errlen)
     }
     spw.sock = sv[0];
     spw.pid = pid;
+    spw.trimmed = ready[1] == '1';
+    snprintf(spw.state_dir, sizeof spw.state_dir, "%s", sd);
     pthread_mutex_unlock(&spw.mu);
     return 0;
 }
@@ -1130,7 +1295,7 @@ static pid_t spawner_clone(struct nrun *n, int *pidfd, char *err, size_t errlen)
     }
     int fds[SPAWN_NFDS] = {mfd, n->ctl[1], n->out_p[1], n->err_p[1], n->status_p[1], n->stdin_fd};
     pthread_mutex_lock(&spw.mu);
-    if (spw.sock < 0) {
+    if (spw.sock < 0 || !spawner_covers(n)) {
         pthread_mutex_unlock(&spw.mu);
         close(mfd);
         return -ENOTCONN;

@@ -214,6 +214,148 @@ TEST(init_is_the_spawners_child)
     sandbox_result_free(&b.r);
 }
 
+/* How many children the process has right now, over all its threads
+ * (a thread's clone is a child of that thread's task). */
+static int children_all(pid_t pid)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(p);
+    if (!d)
+        return -1;
+    int k = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char q[512], kids[4096];
+        snprintf(q, sizeof q, "/proc/%d/task/%s/children", (int)pid, e->d_name);
+        FILE *f = fopen(q, "r");
+        if (!f)
+            continue;
+        size_t n = fread(kids, 1, sizeof kids - 1, f);
+        fclose(f);
+        kids[n] = '\0';
+        for (char *sv = NULL, *t = strtok_r(kids, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
+            k++;
+    }
+    closedir(d);
+    return k;
+}
+
+/* p is dir or below it */
+static bool under(const char *p, const char *dir)
+{
+    size_t l = strlen(dir);
+    if (!strcmp(dir, "/"))
+        return true;
+    return !strncmp(p, dir, l) && (p[l] == '\0' || p[l] == '/');
+}
+
+/* The mount points in /proc/PID/mountinfo (unescaped enough for this
+ * host's: no spaces). Returns how many, at most max. */
+static int mount_points(pid_t pid, char (*mp)[512], int max)
+{
+    char p[64], line[4096];
+    snprintf(p, sizeof p, "/proc/%d/mountinfo", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        char point[512];
+        if (sscanf(line, "%*s %*s %*s %*s %511s", point) == 1)
+            snprintf(mp[n++], sizeof mp[0], "%s", point);
+    }
+    fclose(f);
+    return n;
+}
+
+/* Every init copies the spawner's mount table, so the spawner keeps only
+ * what init uses: the mounts holding the state directory, /usr and the
+ * device nodes, with their ancestors, /proc with what is below it, and what
+ * is below the state directory. The host's other mounts (/sys here, and on
+ * container hosts hundreds of overlays) are not in it. */
+TEST(the_spawner_keeps_only_the_mounts_init_needs)
+{
+    if (!sb_need_root() || !spawner_up())
+        return;
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    static char mine[512][512], its[512][512];
+    int nm = mount_points(getpid(), mine, 512), ns = mount_points(sp, its, 512);
+    ASSERT(nm > 0 && ns > 0);
+    struct stat a, b;
+    ASSERT_EQ(stat("/proc/self/ns/mnt", &a), 0);
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/ns/mnt", (int)sp);
+    ASSERT_EQ(stat(p, &b), 0);
+    ASSERT_MSG(a.st_ino != b.st_ino, "the spawner is in our mount namespace");
+    const char *uses[] = {"/run/clearbox", "/usr", "/dev/null", "/dev/urandom", "/proc"};
+    bool have_proc = false, have_sys = false;
+    for (int i = 0; i < ns; i++) {
+        bool needed = under(its[i], "/proc") || under(its[i], "/run/clearbox");
+        for (size_t k = 0; k < sizeof uses / sizeof uses[0]; k++)
+            needed = needed || under(uses[k], its[i]);
+        ASSERT_MSG(needed, "the spawner keeps %s, which init does not use", its[i]);
+        have_proc = have_proc || !strcmp(its[i], "/proc");
+    }
+    ASSERT_MSG(have_proc, "no /proc in the spawner's mount table: init could not mount its own");
+    for (int i = 0; i < nm; i++)
+        have_sys = have_sys || under(mine[i], "/sys");
+    if (have_sys) /* this host has /sys mounted: the spawner must have dropped it */
+        ASSERT_MSG(ns < nm, "the spawner has %d mounts, the host %d", ns, nm);
+    /* and the sandboxes it clones still get what they need */
+    struct sandbox_spec s;
+    sb_spec(&s, "sh", "cat /dev/null; head -c 4 /dev/urandom | wc -c; ls /usr/bin/python3\n");
+    s.eval_id = "t-spawn-trimmed";
+    struct sandbox_result r;
+    char err[256];
+    ASSERT_EQ(sandbox_run(&s, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    ASSERT_STREQ(r.out.data, "4\n/usr/bin/python3\n");
+    sandbox_result_free(&r);
+}
+
+/* A run whose state directory is not in the spawner's view (here on
+ * /dev/shm, a mount the spawner dropped) clones init itself, and works. */
+TEST(a_run_the_spawner_cannot_see_clones_init_directly)
+{
+    if (!sb_need_root() || !spawner_up())
+        return;
+    struct stat st;
+    if (stat("/dev/shm", &st) < 0 || !S_ISDIR(st.st_mode))
+        return; /* no /dev/shm on this host */
+    char sd[] = "/dev/shm/clearbox-test-XXXXXX";
+    ASSERT(mkdtemp(sd) != NULL);
+    ASSERT_EQ(chmod(sd, 0711), 0);
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    int before = children_all(getpid());
+    struct bg b;
+    sb_spec(&b.s, "sh", "sleep 0.5; echo elsewhere\n");
+    b.s.eval_id = "t-spawn-elsewhere";
+    b.s.state_dir = sd;
+    pthread_t th;
+    pthread_create(&th, NULL, bg_run, &b);
+    int ours = 0, its = 0;
+    for (int i = 0; i < 40 && !ours; i++) {
+        usleep(10000);
+        ours = children_all(getpid()) - before;
+        its = children_of(sp);
+    }
+    pthread_join(th, NULL);
+    ASSERT_EQ(b.rc, 0);
+    ASSERT_EQ(b.r.status, SANDBOX_COMPLETED);
+    ASSERT_STREQ(b.r.out.data, "elsewhere\n");
+    ASSERT_MSG(ours >= 1 && its == 0, "init was not our own child (ours %d, the spawner's %d)",
+               ours, its);
+    sandbox_result_free(&b.r);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", sd);
+    ASSERT_EQ(system(cmd), 0);
+}
+
 /* The program starts with no signal blocked or ignored, although this
  * process (like clearbox serve) blocks SIGTERM and ignores SIGPIPE. */
 TEST(program_gets_default_signals)
