@@ -1106,21 +1106,25 @@ static bool spawner_mount_needed(const char *mp, const struct spawner_paths *sp)
 }
 
 /* In the spawner, before it serves: the namespace above. Returns how many
- * mounts it detached, or -errno (the spawner then stays in the host's
- * namespace when unshare itself failed, which only costs time). */
+ * mounts it detached, or -errno when unshare failed and the spawner is still
+ * in the host's namespace (that only costs time). Once it has a namespace of
+ * its own, the spawner must not serve runs that need mounts the host makes
+ * later (spawner_covers), trimmed or not: 0 or more. Nothing is detached
+ * unless the copy is first a slave: a detach in a copy that still shares
+ * its mounts with the host's would propagate to the host. */
 static int spawner_trim_mounts(const struct spawner_paths *sp)
 {
     if (unshare(CLONE_NEWNS) < 0)
         return -errno;
     if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-        return -errno;
+        return 0;
     int detached = 0;
     /* a detach takes what is mounted below too, and a mount point may hold
      * several mounts stacked: read again until nothing unneeded is left */
     for (int pass = 0; pass < 8; pass++) {
         FILE *f = fopen("/proc/self/mountinfo", "re");
         if (!f)
-            return -errno;
+            return detached;
         char line[8192];
         char(*todo)[PATH_MAX] = NULL;
         size_t nt = 0, cap = 0;
@@ -1183,7 +1187,7 @@ static struct {
     pthread_mutex_t mu;
     int sock; /* our end, -1: none (or it died) */
     pid_t pid;
-    bool trimmed;                   /* it runs in its trimmed mount namespace */
+    bool trimmed;                   /* it runs in a mount namespace of its own */
     char state_dir[PATH_MAX / 4]; /* ... kept for runs below this state directory */
 } spw = {PTHREAD_MUTEX_INITIALIZER, -1, -1, false, ""};
 
@@ -1238,7 +1242,7 @@ int sandbox_spawner_start(char *err, size_t errlen)
             _exit(1);
         syscall(SYS_close_range, 4u, ~0u, 0u);
         spawner_own_netns();
-        /* ready: "R1" in its trimmed mount namespace, "R0" in the host's */
+        /* ready: "R1" in a mount namespace of its own, "R0" in the host's */
         const char *ready = spawner_trim_mounts(&sp) >= 0 ? "R1" : "R0";
         if (send(3, ready, 2, MSG_NOSIGNAL) != 2)
             _exit(1);

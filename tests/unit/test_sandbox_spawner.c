@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -315,6 +317,43 @@ TEST(the_spawner_keeps_only_the_mounts_init_needs)
     ASSERT_EQ(r.status, SANDBOX_COMPLETED);
     ASSERT_STREQ(r.out.data, "4\n/usr/bin/python3\n");
     sandbox_result_free(&r);
+}
+
+/* The spawner drops mounts in a copy of the host's table, and a detach in a
+ * copy whose mounts are still shared with the host's would propagate back
+ * and unmount them on the host. So the copy is made a slave first. Here, in
+ * this test's own mount namespace (the "host"), a tmpfs inside a shared
+ * tmpfs stays mounted while the spawner drops its copies of both. */
+TEST(the_spawner_drops_mounts_only_in_its_own_copy)
+{
+    if (!sb_need_root())
+        return;
+    ASSERT_EQ(unshare(CLONE_NEWNS), 0); /* this test process only */
+    ASSERT_EQ(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+    char dir[] = "/tmp/clearbox-shared-XXXXXX", inner[64];
+    ASSERT(mkdtemp(dir) != NULL);
+    ASSERT_EQ(mount("tmpfs", dir, "tmpfs", 0, "size=16k"), 0);
+    ASSERT_EQ(mount(NULL, dir, NULL, MS_SHARED, NULL), 0);
+    snprintf(inner, sizeof inner, "%s/in", dir);
+    ASSERT_EQ(mkdir(inner, 0755), 0);
+    ASSERT_EQ(mount("tmpfs", inner, "tmpfs", 0, "size=16k"), 0);
+    if (!spawner_up())
+        return;
+    pid_t sp = spawner_pid();
+    ASSERT(sp > 0);
+    static char mp[512][512];
+    int n = mount_points(getpid(), mp, 512);
+    bool here = false, there = false;
+    for (int i = 0; i < n; i++)
+        here = here || !strcmp(mp[i], inner);
+    n = mount_points(sp, mp, 512);
+    for (int i = 0; i < n; i++)
+        there = there || under(mp[i], dir);
+    sandbox_spawner_stop();
+    umount2(dir, MNT_DETACH);
+    rmdir(dir);
+    ASSERT_MSG(!there, "the spawner kept mounts under %s, which init does not use", dir);
+    ASSERT_MSG(here, "the spawner's detach of %s reached its parent's mount namespace", inner);
 }
 
 /* A run whose state directory is not in the spawner's view (here on
