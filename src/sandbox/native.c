@@ -1025,7 +1025,7 @@ static void spawner_own_netns(void)
  *
  * Every init starts as a copy of its parent's mount table (CLONE_NEWNS), makes
  * it private, pivots away from it and detaches it: all of it work per mount,
- * ~5 us each measured (docs/benchmarks.md), which on a host with hundreds of
+ * 5-9 us each measured (docs/benchmarks.md), which on a host with hundreds of
  * mounts (containers' overlays, kubelet volumes, snaps) is milliseconds per
  * evaluation. init binds each host path it uses plainly (never recursively),
  * so it needs only the mount that holds each of those paths and that mount's
