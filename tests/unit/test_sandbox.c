@@ -928,8 +928,12 @@ TEST(concurrent_runs_independent)
         fast[i] = (struct conc){.code = "echo fast\n"};
         pthread_create(&tf[i], NULL, conc_run, &fast[i]);
     }
-    for (int i = 0; i < 4; i++) {
+    /* all runs end before the first check (a failed one returns: the test
+     * process must not exit under runs still going) */
+    for (int i = 0; i < 4; i++)
         pthread_join(tf[i], NULL);
+    pthread_join(ts, NULL);
+    for (int i = 0; i < 4; i++) {
         ASSERT_EQ(fast[i].rc, 0);
         ASSERT_EQ(fast[i].r.status, SANDBOX_COMPLETED);
         ASSERT_STREQ(fast[i].r.out.data, "fast\n");
@@ -937,7 +941,6 @@ TEST(concurrent_runs_independent)
                    fast[i].r.duration_ms);
         sandbox_result_free(&fast[i].r);
     }
-    pthread_join(ts, NULL);
     ASSERT_EQ(slow.r.status, SANDBOX_COMPLETED);
     sandbox_result_free(&slow.r);
 }

@@ -470,8 +470,12 @@ TEST(concurrent_runs_through_one_spawner)
         b[i].s.eval_id = ids[i];
         pthread_create(&th[i], NULL, bg_run, &b[i]);
     }
-    for (int i = 0; i < 4; i++) {
+    /* every run ends before the first check: a failed check returns, and
+     * the test process would exit under runs still going (their cgroups and
+     * state directories left behind for the next run to trip over) */
+    for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
         ASSERT_EQ(b[i].rc, 0);
         ASSERT_EQ(b[i].r.status, SANDBOX_COMPLETED);
         ASSERT_STREQ(b[i].r.out.data, "42\n");
