@@ -1035,11 +1035,6 @@ static void spawner_own_netns(void)
  * still reach it), and detaches every other mount there. Only runs that use
  * the spawner's state directory and the host's root (the service's runs) go
  * through it; any other clones init directly (spawner_covers). */
-struct spawner_paths {
-    const char *state_dir; /* as the runs name it (n->sd is below it) */
-    char state_real[PATH_MAX];
-};
-
 /* p is dir or below it */
 static bool path_under(const char *p, const char *dir)
 {
@@ -1085,11 +1080,12 @@ static void mountinfo_unescape(char *s)
     *d = '\0';
 }
 
-/* Does init need the mount at mount point mp (see above)? */
-static bool spawner_mount_needed(const char *mp, const struct spawner_paths *sp)
+/* Does init need the mount at mount point mp (see above)? state_dir is the
+ * state directory with its links resolved, as mountinfo names mounts. */
+static bool spawner_mount_needed(const char *mp, const char *state_dir)
 {
     char p[PATH_MAX];
-    if (path_under(sp->state_real, mp) || path_under(mp, sp->state_real) ||
+    if (path_under(state_dir, mp) || path_under(mp, state_dir) ||
         path_under("/usr", mp) || path_under("/proc", mp) || path_under(mp, "/proc"))
         return true;
     for (size_t i = 0; i < ROOTTMPL_NTOPS; i++) {
@@ -1112,7 +1108,7 @@ static bool spawner_mount_needed(const char *mp, const struct spawner_paths *sp)
  * later (spawner_covers), trimmed or not: 0 or more. Nothing is detached
  * unless the copy is first a slave: a detach in a copy that still shares
  * its mounts with the host's would propagate to the host. */
-static int spawner_trim_mounts(const struct spawner_paths *sp)
+static int spawner_trim_mounts(const char *state_dir)
 {
     if (unshare(CLONE_NEWNS) < 0)
         return -errno;
@@ -1138,7 +1134,7 @@ static int spawner_trim_mounts(const struct spawner_paths *sp)
             if (!mp)
                 continue;
             mountinfo_unescape(mp);
-            if (spawner_mount_needed(mp, sp))
+            if (spawner_mount_needed(mp, state_dir))
                 continue;
             if (nt == cap) {
                 size_t nc = cap ? cap * 2 : 64;
@@ -1193,15 +1189,14 @@ static struct {
 
 /* Can init of this run come from the spawner? Only if what init will look
  * for on the host is in the spawner's trimmed mount table: the run's state
- * directory below the spawner's, the host's root (no rootfs), the workspace
- * made by init (with --output-dir the parent mounts it on the host, where
- * the spawner may not see it). */
+ * directory (and so its root template) at or below the spawner's, the host's
+ * root (no rootfs), the workspace made by init (with --output-dir the parent
+ * mounts it on the host, where the spawner may not see it). */
 static bool spawner_covers(const struct nrun *n)
 {
     if (!spw.trimmed)
         return true;
-    return n->ws_in_init && n->rootfs[0] == '\0' && path_under(n->sd, spw.state_dir) &&
-           (!n->tmpl[0] || path_under(n->tmpl, spw.state_dir));
+    return n->ws_in_init && n->rootfs[0] == '\0' && path_under(n->sd, spw.state_dir);
 }
 
 int sandbox_spawner_start(char *err, size_t errlen)
@@ -1218,11 +1213,9 @@ int sandbox_spawner_start(char *err, size_t errlen)
         pthread_mutex_unlock(&spw.mu);
         return err_sys(err, errlen, -errno, "spawner socketpair");
     }
-    struct spawner_paths sp;
-    char sd[sizeof spw.state_dir];
+    char sd[sizeof spw.state_dir], sd_real[PATH_MAX];
     sandbox_state_dir_default(sd, sizeof sd);
-    sp.state_dir = sd;
-    resolve_prefix(sd, sp.state_real, sizeof sp.state_real);
+    resolve_prefix(sd, sd_real, sizeof sd_real);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -1243,7 +1236,7 @@ int sandbox_spawner_start(char *err, size_t errlen)
         syscall(SYS_close_range, 4u, ~0u, 0u);
         spawner_own_netns();
         /* ready: "R1" in a mount namespace of its own, "R0" in the host's */
-        const char *ready = spawner_trim_mounts(&sp) >= 0 ? "R1" : "R0";
+        const char *ready = spawner_trim_mounts(sd_real) >= 0 ? "R1" : "R0";
         if (send(3, ready, 2, MSG_NOSIGNAL) != 2)
             _exit(1);
         spawner_main(3);

@@ -51,20 +51,32 @@ static pid_t spawner_pid(void)
     return -1;
 }
 
-/* How many children the process has right now. */
+/* How many children the process has right now, over all its threads
+ * (a thread's clone is a child of that thread's task). */
 static int children_of(pid_t pid)
 {
-    char p[128], kids[4096];
-    snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f)
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(p);
+    if (!d)
         return -1;
-    size_t n = fread(kids, 1, sizeof kids - 1, f);
-    fclose(f);
-    kids[n] = '\0';
     int k = 0;
-    for (char *sv = NULL, *t = strtok_r(kids, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
-        k++;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char q[512], kids[4096];
+        snprintf(q, sizeof q, "/proc/%d/task/%s/children", (int)pid, e->d_name);
+        FILE *f = fopen(q, "r");
+        if (!f)
+            continue;
+        size_t n = fread(kids, 1, sizeof kids - 1, f);
+        fclose(f);
+        kids[n] = '\0';
+        for (char *sv = NULL, *t = strtok_r(kids, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
+            k++;
+    }
+    closedir(d);
     return k;
 }
 
@@ -216,35 +228,6 @@ TEST(init_is_the_spawners_child)
     sandbox_result_free(&b.r);
 }
 
-/* How many children the process has right now, over all its threads
- * (a thread's clone is a child of that thread's task). */
-static int children_all(pid_t pid)
-{
-    char p[64];
-    snprintf(p, sizeof p, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(p);
-    if (!d)
-        return -1;
-    int k = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char q[512], kids[4096];
-        snprintf(q, sizeof q, "/proc/%d/task/%s/children", (int)pid, e->d_name);
-        FILE *f = fopen(q, "r");
-        if (!f)
-            continue;
-        size_t n = fread(kids, 1, sizeof kids - 1, f);
-        fclose(f);
-        kids[n] = '\0';
-        for (char *sv = NULL, *t = strtok_r(kids, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
-            k++;
-    }
-    closedir(d);
-    return k;
-}
-
 /* p is dir or below it */
 static bool under(const char *p, const char *dir)
 {
@@ -293,10 +276,12 @@ TEST(the_spawner_keeps_only_the_mounts_init_needs)
     snprintf(p, sizeof p, "/proc/%d/ns/mnt", (int)sp);
     ASSERT_EQ(stat(p, &b), 0);
     ASSERT_MSG(a.st_ino != b.st_ino, "the spawner is in our mount namespace");
-    const char *uses[] = {"/run/clearbox", "/usr", "/dev/null", "/dev/urandom", "/proc"};
+    char sd[256];
+    sandbox_state_dir_default(sd, sizeof sd);
+    const char *uses[] = {sd, "/usr", "/dev/null", "/dev/urandom", "/proc"};
     bool have_proc = false, have_sys = false;
     for (int i = 0; i < ns; i++) {
-        bool needed = under(its[i], "/proc") || under(its[i], "/run/clearbox");
+        bool needed = under(its[i], "/proc") || under(its[i], sd);
         for (size_t k = 0; k < sizeof uses / sizeof uses[0]; k++)
             needed = needed || under(uses[k], its[i]);
         ASSERT_MSG(needed, "the spawner keeps %s, which init does not use", its[i]);
@@ -370,7 +355,7 @@ TEST(a_run_the_spawner_cannot_see_clones_init_directly)
     ASSERT_EQ(chmod(sd, 0711), 0);
     pid_t sp = spawner_pid();
     ASSERT(sp > 0);
-    int before = children_all(getpid());
+    int before = children_of(getpid());
     struct bg b;
     sb_spec(&b.s, "sh", "sleep 0.5; echo elsewhere\n");
     b.s.eval_id = "t-spawn-elsewhere";
@@ -380,7 +365,7 @@ TEST(a_run_the_spawner_cannot_see_clones_init_directly)
     int ours = 0, its = 0;
     for (int i = 0; i < 40 && !ours; i++) {
         usleep(10000);
-        ours = children_all(getpid()) - before;
+        ours = children_of(getpid()) - before;
         its = children_of(sp);
     }
     pthread_join(th, NULL);
