@@ -97,6 +97,7 @@ struct nrun {
     /* The CPUs we may use, and the one the parent runs on when it clones
      * init (see spread_cpus). */
     cpu_set_t cpus;
+    bool have_cpus; /* cpus holds the caller's mask (the program takes it, see program_main) */
     int parent_cpu;
     const struct sandbox_spec *spec;
     struct sandbox_result *r;
@@ -403,6 +404,12 @@ static void program_main(struct nrun *n, int ctl)
     if (n->have_prog && prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2)
         child_fail(ctl, 0, "the seccomp filter is not on");
     cmark(n, CM_FILTER);
+    /* The caller's CPU mask, again: joining a v2 cgroup with the cpuset
+     * controller reset it to the cpuset's CPUs (kernels before 6.2 do not
+     * keep a task's own affinity across that). Best effort: a mask the
+     * cpuset does not allow at all stays the cpuset's. */
+    if (n->have_cpus)
+        sched_setaffinity(0, sizeof n->cpus, &n->cpus);
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)n->envp);
     child_fail(ctl, errno, "execve %s", spec->argv[0]);
 }
@@ -821,8 +828,10 @@ static int spawn_blob_write(const struct nrun *n, struct blob *b)
 {
     const struct sandbox_spec *spec = n->spec;
     blob_u64(b, SPAWN_MAGIC);
-    blob_u64(b, (uint64_t)n->unpriv | (uint64_t)n->ws_in_init << 1 | (uint64_t)n->have_prog << 2);
+    blob_u64(b, (uint64_t)n->unpriv | (uint64_t)n->ws_in_init << 1 | (uint64_t)n->have_prog << 2 |
+                    (uint64_t)n->have_cpus << 3);
     blob_put(b, &n->r->limits, sizeof n->r->limits);
+    blob_put(b, &n->cpus, sizeof n->cpus);
     blob_str(b, n->sd);
     blob_str(b, n->ws);
     blob_str(b, n->root);
@@ -877,11 +886,15 @@ static int spawn_blob_read(const char *p, size_t len, struct nrun *n)
     n->unpriv = fl & 1;
     n->ws_in_init = (fl >> 1) & 1;
     n->have_prog = (fl >> 2) & 1;
-    if (r.left < sizeof res.limits)
+    n->have_cpus = (fl >> 3) & 1;
+    if (r.left < sizeof res.limits + sizeof n->cpus)
         return -EPROTO;
     memcpy(&res.limits, r.p, sizeof res.limits);
     r.p += sizeof res.limits;
     r.left -= sizeof res.limits;
+    memcpy(&n->cpus, r.p, sizeof n->cpus);
+    r.p += sizeof n->cpus;
+    r.left -= sizeof n->cpus;
     struct {
         char *dst;
         size_t n;
@@ -2431,7 +2444,8 @@ int sandbox__native_run(const struct sandbox_spec *spec, struct sandbox_result *
      * the other: a directly cloned init is sent to another CPU
      * (spread_cpus) and takes its full mask back once it has "G". */
     n->parent_cpu = -1;
-    if (sched_getaffinity(0, sizeof n->cpus, &n->cpus) == 0 && CPU_COUNT(&n->cpus) > 1)
+    n->have_cpus = sched_getaffinity(0, sizeof n->cpus, &n->cpus) == 0;
+    if (n->have_cpus && CPU_COUNT(&n->cpus) > 1)
         n->parent_cpu = sched_getcpu();
     pid_t pid = n->cmarks ? -ENOTCONN : spawner_clone(n, &n->pidfd, e2, sizeof e2);
     if (pid > 0) {

@@ -8,7 +8,8 @@
 # nothing is left behind (state directory, cgroups, processes of the
 # sandbox uids). Each run happens inside a network namespace this script
 # creates (unshare -n), so nothing can leave even if the sandbox failed.
-# Needs root. Prints "N passed, N failed".
+# Needs root. An argument runs only the programs it names (NAME[,NAME...]).
+# Prints "N passed, N failed".
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 cb=${CLEARBOX:-$here/../build/clearbox}
@@ -23,7 +24,7 @@ trap 'rm -rf "$work"; rmdir /sys/fs/cgroup/*/"$cgp" /sys/fs/cgroup/"$cgp" 2>/dev
 only=${1:-}
 for f in "$here"/adversarial/*.py "$here"/adversarial/*.sh; do
     name=$(basename "$f"); name=${name%.*}
-    [ -n "$only" ] && [ "$only" != "$name" ] && continue
+    [ -n "$only" ] && case ",$only," in *",$name,"*) ;; *) continue ;; esac
     expect=$(sed -n 's/^# expect: //p' "$f" | head -n1)
     flags=$(sed -n 's/^# flags: //p' "$f" | head -n1)
     id="adv-$name-$$"

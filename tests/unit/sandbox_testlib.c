@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -16,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -340,6 +342,33 @@ bool sb_need_root(void)
     return true;
 }
 
+const char *sb_cg_mode(void)
+{
+    struct statfs sf;
+    struct stat st;
+    if (statfs("/sys/fs/cgroup", &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC)
+        return "v2";
+    if (stat("/sys/fs/cgroup/pids/cgroup.procs", &st) == 0)
+        return "v1";
+    return "none";
+}
+
+const char *sb_cg_pids_root(void)
+{
+    return strcmp(sb_cg_mode(), "v2") == 0 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/pids";
+}
+
+bool sb_need_cg_v1(const char *why)
+{
+    if (strcmp(sb_cg_mode(), "v1") != 0) {
+        char m[160];
+        snprintf(m, sizeof m, "cgroup v1 only (%s); this host has %s", why, sb_cg_mode());
+        test_skip(m);
+        return false;
+    }
+    return true;
+}
+
 void sb_spec(struct sandbox_spec *s, const char *lang, const char *code)
 {
     static const char *py_argv[] = {"/usr/bin/python3", "/work/main.py", NULL};
@@ -365,6 +394,7 @@ bool sb_leftovers(const char *id, char *what, size_t n)
         "/sys/fs/cgroup/freezer/clearbox/%s",
         "/sys/fs/cgroup/blkio/clearbox/%s",
         "/sys/fs/cgroup/unified/clearbox/%s",
+        "/sys/fs/cgroup/clearbox/%s", /* a pure v2 host */
     };
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         char p[512];

@@ -102,11 +102,21 @@ struct sockaddr_in6 fx_sin6(const char *ip, int port);
 struct sandbox_spec;
 /* True as root; otherwise marks the test skipped ("needs root") and false. */
 bool sb_need_root(void);
+/* The host's cgroup mode, seen independently of the engine: "v2" when
+ * /sys/fs/cgroup is the unified hierarchy (cgroup2), "v1" when it holds the
+ * v1 pids hierarchy, else "none". */
+const char *sb_cg_mode(void);
+/* Where clearbox's cgroups of the pids controller live: "/sys/fs/cgroup/pids"
+ * on v1, "/sys/fs/cgroup" on v2 (one directory for every controller). */
+const char *sb_cg_pids_root(void);
+/* On v1 only: true; on a v2 host marks the test skipped (why: what is
+ * v1-only) and false. */
+bool sb_need_cg_v1(const char *why);
 /* A zeroed spec running code as /work/main.py with /usr/bin/python3
  * (lang "python") or as /work/main.sh with /bin/sh (any other lang). */
 void sb_spec(struct sandbox_spec *s, const char *lang, const char *code);
 /* Is anything of run `id` left: its state directory in /run/clearbox or a
- * cgroup clearbox/<id> in any hierarchy? The first found goes into what. */
+ * cgroup clearbox/<id> in any hierarchy (v1, v2 or hybrid)? The first found goes into what. */
 bool sb_leftovers(const char *id, char *what, size_t n);
 struct sandbox_result;
 /* Run `id` with an interpreter that does not exist and check that it fails

@@ -276,7 +276,7 @@ TEST(runs_python_and_reports)
     ASSERT(r.res.memory_peak_mb > 0);
     ASSERT(r.res.pids_peak >= 1);
     ASSERT(r.res.estimated_cost_cents > 0);
-    ASSERT_STREQ(r.cgroup_mode, "v1");
+    ASSERT_STREQ(r.cgroup_mode, sb_cg_mode());
     ASSERT_EQ(strlen(r.seccomp_sha256), 64);
     ASSERT_STREQ(r.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     json_t *d = result_doc(&r);
@@ -593,8 +593,11 @@ TEST(gc_removes_stale_keeps_live)
 {
     if (!sb_need_root())
         return;
-    char sd[512], p[600];
+    char sd[512], p[600], cgd[256], stale[300], busy[300];
     snprintf(sd, sizeof sd, "%s/state", test_tmpdir());
+    snprintf(cgd, sizeof cgd, "%s/clearbox", sb_cg_pids_root());
+    snprintf(stale, sizeof stale, "%s/stale1", cgd);
+    snprintf(busy, sizeof busy, "%s/busy1", cgd);
     mkdir(sd, 0711);
     /* a stale run: state dir with a mounted workspace, and a cgroup */
     snprintf(p, sizeof p, "%s/stale1", sd);
@@ -602,13 +605,13 @@ TEST(gc_removes_stale_keeps_live)
     snprintf(p, sizeof p, "%s/stale1/ws", sd);
     mkdir(p, 0700);
     ASSERT_EQ(mount("tmpfs", p, "tmpfs", 0, "size=1m"), 0);
-    mkdir("/sys/fs/cgroup/pids/clearbox", 0755);
-    ASSERT_EQ(mkdir("/sys/fs/cgroup/pids/clearbox/stale1", 0755), 0);
+    mkdir(cgd, 0755);
+    ASSERT_EQ(mkdir(stale, 0755), 0);
     /* old enough to be a crashed run, not one starting up */
     struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
     snprintf(p, sizeof p, "%s/stale1", sd);
     ASSERT_EQ(utimensat(AT_FDCWD, p, old, 0), 0);
-    ASSERT_EQ(utimensat(AT_FDCWD, "/sys/fs/cgroup/pids/clearbox/stale1", old, 0), 0);
+    ASSERT_EQ(utimensat(AT_FDCWD, stale, old, 0), 0);
     /* a populated, unlocked cgroup (a live run with another state dir) stays */
     pid_t sleeper = fork();
     if (sleeper == 0) {
@@ -617,9 +620,9 @@ TEST(gc_removes_stale_keeps_live)
     }
     char pidtxt[32];
     snprintf(pidtxt, sizeof pidtxt, "%d", (int)sleeper);
-    ASSERT_EQ(mkdir("/sys/fs/cgroup/pids/clearbox/busy1", 0755), 0);
-    ASSERT_EQ(cgroup_write_file("/sys/fs/cgroup/pids/clearbox/busy1", "cgroup.procs", pidtxt), 0);
-    ASSERT_EQ(utimensat(AT_FDCWD, "/sys/fs/cgroup/pids/clearbox/busy1", old, 0), 0);
+    ASSERT_EQ(mkdir(busy, 0755), 0);
+    ASSERT_EQ(cgroup_write_file(busy, "cgroup.procs", pidtxt), 0);
+    ASSERT_EQ(utimensat(AT_FDCWD, busy, old, 0), 0);
     /* a young one (a run starting up) stays */
     snprintf(p, sizeof p, "%s/young1", sd);
     mkdir(p, 0711);
@@ -639,15 +642,15 @@ TEST(gc_removes_stale_keeps_live)
     struct stat st;
     snprintf(p, sizeof p, "%s/stale1", sd);
     ASSERT(stat(p, &st) < 0);
-    ASSERT(stat("/sys/fs/cgroup/pids/clearbox/stale1", &st) < 0);
+    ASSERT(stat(stale, &st) < 0);
     snprintf(p, sizeof p, "%s/live1", sd);
     ASSERT_EQ(stat(p, &st), 0);
     snprintf(p, sizeof p, "%s/young1", sd);
     ASSERT_EQ(stat(p, &st), 0);
-    bool busy_kept = stat("/sys/fs/cgroup/pids/clearbox/busy1", &st) == 0;
+    bool busy_kept = stat(busy, &st) == 0;
     kill(sleeper, SIGKILL);
     waitpid(sleeper, NULL, 0);
-    rmdir("/sys/fs/cgroup/pids/clearbox/busy1");
+    rmdir(busy);
     ASSERT_MSG(busy_kept, "gc removed a populated cgroup");
     close(lfd);
     buf_free(&b);
@@ -667,7 +670,9 @@ TEST(gc_judges_runs_by_their_lock_files)
     char sd[512], p[600];
     snprintf(sd, sizeof sd, "%s/state-lockfiles", test_tmpdir());
     ASSERT_EQ(mkdir(sd, 0711), 0);
-    mkdir("/sys/fs/cgroup/pids/clearbox", 0755);
+    char cgd[256];
+    snprintf(cgd, sizeof cgd, "%s/clearbox", sb_cg_pids_root());
+    mkdir(cgd, 0755);
     struct timespec old[2] = {{time(NULL) - 60, 0}, {time(NULL) - 60, 0}};
     static const char *const ids[3] = {"lf-live", "lf-stale", "lf-young"};
     int live = -1;
@@ -681,7 +686,7 @@ TEST(gc_judges_runs_by_their_lock_files)
         } else {
             close(fd);
         }
-        snprintf(p, sizeof p, "/sys/fs/cgroup/pids/clearbox/%s", ids[i]);
+        snprintf(p, sizeof p, "%s/%s", cgd, ids[i]);
         ASSERT_EQ(mkdir(p, 0755), 0);
         if (i < 2) {
             ASSERT_EQ(utimensat(AT_FDCWD, p, old, 0), 0);
@@ -699,7 +704,7 @@ TEST(gc_judges_runs_by_their_lock_files)
         snprintf(p, sizeof p, "%s/%s.lock", sd, ids[i]);
         kept[i] = stat(p, &st) == 0;
         unlink(p);
-        snprintf(p, sizeof p, "/sys/fs/cgroup/pids/clearbox/%s", ids[i]);
+        snprintf(p, sizeof p, "%s/%s", cgd, ids[i]);
         cg_kept[i] = stat(p, &st) == 0;
         rmdir(p);
     }

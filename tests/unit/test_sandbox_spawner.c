@@ -406,6 +406,40 @@ TEST(program_gets_default_signals)
     sandbox_result_free(&r);
 }
 
+/* The program runs on the CPUs of the thread that asked for it, not on the
+ * spawner's (the service's at start), here one CPU of two or more. */
+TEST(program_gets_the_callers_cpu_mask_through_the_spawner)
+{
+    if (!sb_need_root() || !spawner_up())
+        return;
+    cpu_set_t all, one;
+    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    if (CPU_COUNT(&all) < 2) {
+        test_skip("needs two CPUs");
+        return;
+    }
+    int last = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all))
+            last = c;
+    CPU_ZERO(&one);
+    CPU_SET(last, &one);
+    ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+    struct sandbox_spec s;
+    sb_spec(&s, "sh", "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n");
+    s.eval_id = "t-spawn-cpus";
+    struct sandbox_result r;
+    char err[256];
+    int rc = sandbox_run(&s, &r, err, sizeof err);
+    sched_setaffinity(0, sizeof all, &all);
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(r.status, SANDBOX_COMPLETED);
+    char want[16];
+    snprintf(want, sizeof want, "%d\n", last);
+    ASSERT_STREQ(r.out.data, want);
+    sandbox_result_free(&r);
+}
+
 TEST(timeout_through_the_spawner)
 {
     if (!sb_need_root() || !spawner_up())
