@@ -55,6 +55,13 @@ done
 work=$(mktemp -d /var/tmp/cb-v2vm.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
+# The VM mounts tmpfs of its own on /tmp and /run: what it needs from below
+# them here (the build, the tests) is bound in from the host's root.
+binds=""
+for p in "$(dirname "$cb")" "$here"; do
+    case "$p" in /tmp/* | /run/*) binds="$binds $p" ;; esac
+done
+
 # the initramfs: busybox, the modules for virtio-9p, an /init that mounts
 # this machine's root and hands over to inner.sh
 mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p"
@@ -77,8 +84,12 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $mods; do [ -f /mod/\$m.ko ] && insmod /mod/\$m.ko; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /newroot ||
     { echo "VM: cannot mount the host's root over 9p"; poweroff -f; }
+mkdir -p /hostroot
+mount --bind /newroot /hostroot
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=755 run /newroot/run
+# what the tests need from below the host's /tmp or /run (a checkout there)
+for p in $binds; do mkdir -p /newroot\$p && mount --bind /hostroot\$p /newroot\$p; done
 umount /proc /sys /dev
 exec switch_root /newroot /bin/bash $work/inner.sh
 EOF
