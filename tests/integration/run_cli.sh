@@ -60,7 +60,7 @@ kill -TERM $pid
 wait $pid; rc=$?
 [ $rc = 0 ] && [ "$(field "$t/k.json" status)" = killed ] && ok "SIGTERM: status killed, exit 0" \
     || ko "SIGTERM" "rc=$rc $(head -c 200 "$t/k.json")"
-[ ! -e /run/clearbox/cli-term-$$ ] && ! ls -d /sys/fs/cgroup/*/clearbox/cli-term-$$ >/dev/null 2>&1 \
+[ ! -e /run/clearbox/cli-term-$$ ] && [ -z "$(ls -d /sys/fs/cgroup/*/clearbox/cli-term-$$ /sys/fs/cgroup/clearbox/cli-term-$$ 2>/dev/null)" ] \
     && ok "SIGTERM: nothing left" || ko "SIGTERM leftovers" "state or cgroup left"
 
 # --output-dir, --file, --arg, --env, --stdin
@@ -76,12 +76,15 @@ if command -v script >/dev/null; then
     grep -q "clearbox: completed, exit code 0" "$t/tty.out" && ok "terminal summary" || ko "summary" "$(head -c 200 "$t/tty.out")"
 fi
 
-# gc: a stale state directory with a mounted workspace and a cgroup
-mkdir -p /run/clearbox/gc-stale-$$/ws /sys/fs/cgroup/pids/clearbox/gc-stale-$$
+# gc: a stale state directory with a mounted workspace and a cgroup (in the
+# pids hierarchy on v1, in the one hierarchy on v2)
+cgd=/sys/fs/cgroup/pids/clearbox
+[ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ] && cgd=/sys/fs/cgroup/clearbox
+mkdir -p /run/clearbox/gc-stale-$$/ws "$cgd/gc-stale-$$"
 mount -t tmpfs -o size=1m tmpfs /run/clearbox/gc-stale-$$/ws
-touch -d '1 minute ago' /run/clearbox/gc-stale-$$ /sys/fs/cgroup/pids/clearbox/gc-stale-$$
+touch -d '1 minute ago' /run/clearbox/gc-stale-$$ "$cgd/gc-stale-$$"
 "$cb" gc >"$t/gc.out" 2>&1
-grep -q "gc-stale-$$" "$t/gc.out" && [ ! -e /run/clearbox/gc-stale-$$ ] && [ ! -e /sys/fs/cgroup/pids/clearbox/gc-stale-$$ ] \
+grep -q "gc-stale-$$" "$t/gc.out" && [ ! -e /run/clearbox/gc-stale-$$ ] && [ ! -e "$cgd/gc-stale-$$" ] \
     && ok "gc removes and reports stale runs" || ko "gc" "$(cat "$t/gc.out")"
 
 # gc as another user than root looks where that user's runs keep their state
