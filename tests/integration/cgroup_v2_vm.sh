@@ -5,8 +5,9 @@
 # The machines this suite usually runs on mount cgroup v1, while most hosts
 # clearbox runs on are pure v2. So the v2 paths run for real here, in a
 # throwaway VM: qemu (software emulation: no KVM needed) boots Debian's
-# kernel (linux-image-amd64) with an initramfs made here from busybox-static
-# and the kernel's virtio/9p modules. It mounts this machine's root read-only
+# kernel (linux-image-amd64, which make deps unpacks into
+# /var/cache/clearbox/vm-kernel without installing it) with an initramfs made
+# here from busybox-static and the kernel's virtio/9p modules. It mounts this machine's root read-only
 # over virtio-9p (fresh tmpfs on /tmp and /run), mounts cgroup2 alone at
 # /sys/fs/cgroup with cpuset, cpu, io, memory and pids enabled (as systemd
 # does), has no network device (loopback only), and runs with this build:
@@ -24,8 +25,7 @@
 # Each part's "N passed, N failed" comes back over the serial console and is
 # summed here. Skipped (with a line saying so) for an ASan build: the VM
 # checks the kernel's side, which the normal build already covers.
-# Needs root, qemu-system-x86, linux-image-amd64 and busybox-static (make
-# deps). Prints every check, then "N passed, N failed".
+# Needs root, qemu-system-x86, busybox-static and that kernel (make deps). Prints every check, then "N passed, N failed".
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 cb=$(readlink -f "${CLEARBOX:-$here/../build/clearbox}")
@@ -43,13 +43,19 @@ command -v qemu-system-x86_64 >/dev/null || setup_fail "no qemu-system-x86_64 (m
     setup_fail "no static /bin/busybox (make deps installs busybox-static)"
 [ -x "$cb" ] && [ -x "$tests/test_sandbox_cgroup" ] || setup_fail "no $cb or $tests (make test builds them)"
 
-# the newest kernel in /boot whose modules have 9p
-kver=""
-for k in $(ls -v /boot/vmlinuz-* 2>/dev/null | tac); do
-    v=${k#/boot/vmlinuz-}
-    if [ -n "$(find "/lib/modules/$v" -name '9p.ko*' 2>/dev/null | head -n1)" ]; then kver=$v; break; fi
+# The kernel: the one make deps unpacked (Debian's), else the newest in this
+# machine's /boot; either with its 9p modules.
+kimg="" kmods=""
+for base in /var/cache/clearbox/vm-kernel ""; do
+    for k in $(ls -v "$base"/boot/vmlinuz-* 2>/dev/null | tac); do
+        v=${k##*/vmlinuz-}
+        if [ -n "$(find "$base/lib/modules/$v" -name '9p.ko*' 2>/dev/null | head -n1)" ]; then
+            kimg=$k kmods=$base/lib/modules/$v
+            break 2
+        fi
+    done
 done
-[ -n "$kver" ] || setup_fail "no kernel in /boot with 9p modules (make deps installs linux-image-amd64)"
+[ -n "$kimg" ] || setup_fail "no kernel with 9p modules (make deps unpacks Debian's into /var/cache/clearbox/vm-kernel)"
 
 # Below /var/tmp, not /tmp: the VM sees this machine's files but mounts a
 # tmpfs of its own on /tmp.
@@ -70,7 +76,7 @@ mkdir -p "$work/initrd/bin" "$work/initrd/mod" "$work/initrd/proc" "$work/initrd
     "$work/initrd/dev" "$work/initrd/newroot"
 cp /bin/busybox "$work/initrd/bin/busybox"
 for m in $mods; do
-    f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -n1)
+    f=$(find "$kmods" -name "$m.ko*" | head -n1)
     [ -n "$f" ] || continue # built into this kernel
     case "$f" in
         *.ko.xz) xz -dc "$f" >"$work/initrd/mod/$m.ko" ;;
@@ -190,8 +196,9 @@ echo "$pass passed, $fail failed"
 EOF
 
 out="$work/console.txt"
+echo "booting $kimg (emulated, up to ${timeout_s} s)"
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot -nic none \
-    -kernel "/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
+    -kernel "$kimg" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet" \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
     </dev/null >"$out" 2>&1
