@@ -342,6 +342,15 @@ bool sb_need_root(void)
     return true;
 }
 
+int sb_last_cpu(const cpu_set_t *s)
+{
+    int last = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, s))
+            last = c;
+    return last;
+}
+
 const char *sb_cg_mode(void)
 {
     struct statfs sf;

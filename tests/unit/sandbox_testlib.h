@@ -22,6 +22,7 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -112,6 +113,11 @@ const char *sb_cg_pids_root(void);
 /* On v1 only: true; on a v2 host marks the test skipped (why: what is
  * v1-only) and false. */
 bool sb_need_cg_v1(const char *why);
+/* sh code that prints the CPUs the program may run on (its
+ * Cpus_allowed_list, e.g. "0-1" or "1") */
+#define SB_PRINT_CPUS_SH "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n"
+/* The highest CPU in s, -1 if none. */
+int sb_last_cpu(const cpu_set_t *s);
 /* A zeroed spec running code as /work/main.py with /usr/bin/python3
  * (lang "python") or as /work/main.sh with /bin/sh (any other lang). */
 void sb_spec(struct sandbox_spec *s, const char *lang, const char *code);

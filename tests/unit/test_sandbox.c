@@ -327,7 +327,7 @@ TEST(program_gets_the_callers_cpu_mask)
         if (pass == 1)
             ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
         struct sandbox_spec s;
-        sb_spec(&s, "sh", "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n");
+        sb_spec(&s, "sh", SB_PRINT_CPUS_SH);
         s.eval_id = pass ? "t-cpus-one" : "t-cpus-all";
         struct sandbox_result r;
         char err[256];

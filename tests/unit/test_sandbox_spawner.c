@@ -418,15 +418,12 @@ TEST(program_gets_the_callers_cpu_mask_through_the_spawner)
         test_skip("needs two CPUs");
         return;
     }
-    int last = -1;
-    for (int c = 0; c < CPU_SETSIZE; c++)
-        if (CPU_ISSET(c, &all))
-            last = c;
+    int last = sb_last_cpu(&all);
     CPU_ZERO(&one);
     CPU_SET(last, &one);
     ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
     struct sandbox_spec s;
-    sb_spec(&s, "sh", "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\n");
+    sb_spec(&s, "sh", SB_PRINT_CPUS_SH);
     s.eval_id = "t-spawn-cpus";
     struct sandbox_result r;
     char err[256];
